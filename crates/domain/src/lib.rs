@@ -1,0 +1,19 @@
+//! Sans-IO domain logic of Switchboard.
+//!
+//! Nothing in this crate reads the clock, sleeps, spawns or touches a socket: time comes in
+//! as [`Millis`] arguments and results come back as values, so every race and timeout can be
+//! replayed deterministically in tests.
+//!
+//! # Layout
+//! - [`time`]: the millisecond timestamp type and the [`time::Clock`] seam the drivers use.
+//! - [`error`]: [`DomainError`], the one error vocabulary the services map to ack codes.
+//! - [`devices`]: device sessions: connect, replacement, disconnect, the device cap.
+//! - [`limits`]: validation of ids, names and sizes (protocol §11).
+
+pub mod devices;
+pub mod error;
+pub mod limits;
+pub mod time;
+
+pub use error::DomainError;
+pub use time::Millis;

@@ -1,0 +1,89 @@
+//! The shared state of one running instance: configuration, backends, and what the services
+//! need to reach connected clients.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use switchboard_db::Db;
+use switchboard_domain::Millis;
+use switchboard_domain::time::Clock;
+use switchboard_store::StateStore;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::jobs::TimerRegistry;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+
+/// Everything a service or handler needs, built once at start-up and shared by `Arc`.
+pub struct App {
+    pub settings: Settings,
+    pub store: Arc<dyn StateStore>,
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    /// Names this instance in logs, `/stats`, session records and timer claims.
+    pub instance_id: String,
+    pub outbox: Arc<dyn Outbox>,
+    pub local: LocalSockets,
+    pub timers: TimerRegistry,
+    pub started_at: Instant,
+}
+
+impl App {
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+}
+
+/// A socket connected to this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalSocket {
+    pub user_id: String,
+    pub device_id: String,
+}
+
+/// The sockets connected to this instance, for the presence heartbeat and `/stats`.
+///
+/// A std mutex: every critical section is a map insert, remove or copy with no `.await`
+/// inside, so an async mutex would only add cost.
+#[derive(Debug, Default)]
+pub struct LocalSockets(Mutex<HashMap<String, LocalSocket>>);
+
+impl LocalSockets {
+    pub fn insert(&self, socket_id: String, socket: LocalSocket) {
+        self.0
+            .lock()
+            .expect("local sockets lock")
+            .insert(socket_id, socket);
+    }
+
+    pub fn remove(&self, socket_id: &str) -> Option<LocalSocket> {
+        self.0.lock().expect("local sockets lock").remove(socket_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("local sockets lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct (user, device) pairs connected here.
+    pub fn devices(&self) -> Vec<(String, String)> {
+        let guard = self.0.lock().expect("local sockets lock");
+        let mut pairs: Vec<(String, String)> = guard
+            .values()
+            .map(|s| (s.user_id.clone(), s.device_id.clone()))
+            .collect();
+        drop(guard);
+        pairs.sort();
+        pairs.dedup();
+        pairs
+    }
+}
+
+pub type SharedApp = Arc<App>;

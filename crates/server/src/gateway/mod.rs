@@ -1,0 +1,185 @@
+//! The Socket.IO gateway: handshake, device bookkeeping, and the event table.
+//!
+//! Handlers here parse a payload, call a service and answer; they never reach into the store
+//! or the database themselves. The gateway is generic over the Socket.IO adapter so the same
+//! code serves the in-memory deployment and the Redis-shared one.
+
+mod dispatch;
+mod handlers;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
+use socketioxide_core::adapter::DefinedAdapter;
+use switchboard_domain::devices::DeviceConnect;
+use switchboard_protocol::events;
+
+use crate::app::{LocalSocket, SharedApp};
+use crate::metrics::Metrics;
+use crate::outbox::rooms;
+use crate::services::sessions::{self, AdmitError};
+use crate::services::users;
+
+pub use session::SocketSession;
+
+/// Installs the connect middleware and handlers on the default namespace.
+pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, app: SharedApp) -> A::InitRes {
+    let for_middleware = app.clone();
+    let on_connect = move |socket: SocketRef<A>| {
+        let app = app.clone();
+        async move { connected(app, socket).await }
+    };
+    let authenticate = move |socket: SocketRef<A>, TryData(auth): TryData<serde_json::Value>| {
+        let app = for_middleware.clone();
+        async move { admit(app, socket, auth.ok()).await }
+    };
+    io.ns("/", on_connect.with(authenticate))
+}
+
+/// The handshake: authenticate, enforce the device cap, replace an older socket of the
+/// same device. An `Err` becomes the connect error `{message}` the client sees.
+async fn admit<A: Adapter>(
+    app: SharedApp,
+    socket: SocketRef<A>,
+    auth: Option<serde_json::Value>,
+) -> Result<(), HandshakeError> {
+    let refuse = |reason: &str| {
+        app.metrics
+            .refused_connections
+            .get_or_create(&Metrics::reason(reason))
+            .inc()
+    };
+    let identity = match app.auth.handshake(auth.as_ref(), app.now()) {
+        Ok(identity) => identity,
+        Err(error) => {
+            refuse(&error.to_string());
+            return Err(HandshakeError::Auth(error));
+        }
+    };
+    let device_id = identity
+        .device_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let parts = socket.req_parts();
+    let ip = client_ip(parts);
+    let user_agent = parts
+        .headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect());
+    let connect = DeviceConnect {
+        user_id: identity.user_id.clone(),
+        device_id: device_id.clone(),
+        socket_id: socket.id.to_string(),
+        instance_id: app.instance_id.clone(),
+        ip,
+        user_agent,
+    };
+    if let Err(error) = sessions::admit(&app, &connect).await {
+        refuse(&error.to_string());
+        if let AdmitError::Backend(e) = &error {
+            tracing::warn!(user_id = %identity.user_id, error = %e, "handshake refused: backend unavailable");
+        }
+        return Err(HandshakeError::Admit(error));
+    }
+    socket
+        .extensions
+        .insert(Arc::new(SocketSession::new(identity, device_id)));
+    Ok(())
+}
+
+/// Why a handshake was refused; the text is the connect error's `message` (protocol §2).
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Admit(#[from] AdmitError),
+}
+
+fn client_ip(parts: &axum::http::request::Parts) -> Option<String> {
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|ip| ip.trim().to_string())
+        .filter(|ip| !ip.is_empty() && ip.len() <= 64);
+    forwarded.or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ci| ci.0.ip().to_string())
+    })
+}
+
+/// The socket is connected: join its rooms, mark it live, install the event handlers.
+async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
+    let Some(session) = socket.extensions.get::<Arc<SocketSession>>() else {
+        // Unreachable in practice: the middleware always inserts the session before this.
+        let _ = socket.disconnect();
+        return;
+    };
+    let user_id = session.identity.user_id.clone();
+    let device_id = session.device_id.clone();
+    socket.join([rooms::user(&user_id), rooms::device(&user_id, &device_id)]);
+    app.local.insert(
+        socket.id.to_string(),
+        LocalSocket {
+            user_id: user_id.clone(),
+            device_id: device_id.clone(),
+        },
+    );
+    app.metrics.connections.inc();
+    app.metrics.connected_sockets.set(app.local.len() as i64);
+
+    handlers::install(&app, &socket);
+    let disconnect_app = app.clone();
+    socket.on_disconnect(move |socket: SocketRef<A>, reason: DisconnectReason| {
+        let app = disconnect_app.clone();
+        async move { disconnected(app, socket, reason).await }
+    });
+
+    if let Err(error) = sessions::mark_connected(&app, &user_id, &device_id).await {
+        tracing::warn!(%user_id, %error, "could not mark the device live");
+    }
+    if let Err(error) = users::upsert(&app, &user_id, &session.identity.name).await {
+        tracing::warn!(%user_id, %error, "could not record the user");
+    }
+    let hello = serde_json::json!({
+        "userId": user_id,
+        "name": session.identity.name,
+        "deviceId": device_id,
+        "socketId": socket.id.to_string(),
+        "serverTime": app.now(),
+    });
+    dispatch::emit(&app, &socket, events::SESSION, &hello);
+    session::watch_expiry(app.clone(), socket.clone(), session.clone());
+    tracing::info!(%user_id, %device_id, socket_id = %socket.id, "connected");
+}
+
+async fn disconnected<A: Adapter>(app: SharedApp, socket: SocketRef<A>, reason: DisconnectReason) {
+    app.local.remove(&socket.id.to_string());
+    app.metrics.connected_sockets.set(app.local.len() as i64);
+    app.metrics
+        .disconnections
+        .get_or_create(&Metrics::reason(format!("{reason:?}")))
+        .inc();
+    let Some(session) = socket.extensions.get::<Arc<SocketSession>>() else {
+        return;
+    };
+    session.close();
+    let user_id = &session.identity.user_id;
+    match sessions::release(&app, user_id, &session.device_id, &socket.id.to_string()).await {
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%user_id, %error, "could not release the device"),
+    }
+    tracing::info!(%user_id, device_id = %session.device_id, socket_id = %socket.id, ?reason, "disconnected");
+}

@@ -1,0 +1,35 @@
+//! The HTTP API on the Socket.IO port (protocol §10).
+
+mod admin;
+mod auth;
+mod ops;
+
+use axum::Router;
+use axum::routing::{delete, get};
+
+use crate::app::SharedApp;
+
+pub fn router(app: SharedApp) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/redis/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/stats", get(ops::stats))
+        .route("/redis/stats", get(ops::stats))
+        .route("/online-users", get(ops::online_users))
+        .route("/redis/online-users", get(ops::online_users))
+        .route("/api/users/online", get(ops::online_users))
+        .route("/api/users/{user_id}", get(admin::get_user))
+        .route(
+            "/api/users/{user_id}/friends",
+            get(admin::get_friends).put(admin::put_friends),
+        )
+        .route("/api/users/{user_id}/sessions", get(admin::list_sessions))
+        .route(
+            "/api/users/{user_id}/sessions/{device_id}",
+            delete(admin::revoke_session),
+        )
+        .route("/api/me/sessions", get(admin::my_sessions))
+        .fallback(ops::not_found)
+        .with_state(app)
+}

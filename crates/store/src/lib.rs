@@ -1,0 +1,375 @@
+//! The state store: what Switchboard keeps in memory or in Redis.
+//!
+//! The store gives atomicity; the domain gives the rules. A state machine's transition is
+//! computed by a pure domain function and written with [`StateStore::compare_and_set`] (see
+//! [`update_record`] for the optimistic retry loop), so the rules live once and both backends
+//! enforce them the same way.
+//!
+//! # Layout
+//! - [`StateStore`]: the trait every backend implements, grouped by what the features need.
+//! - [`memory::MemoryStore`]: the embedded single-instance backend (the default).
+//! - [`redis::RedisStore`]: the shared backend; one Lua script or command per operation.
+//! - [`keys`]: the logical key layout, shared by both backends and documented in
+//!   `docs/redis-keys.md`.
+//! - [`conformance`]: the one suite every backend must pass, races included; instantiated
+//!   by `tests/memory.rs` and `tests/redis.rs` (Redis from `SWITCHBOARD_TEST_REDIS_URL`,
+//!   skipped when unreachable unless `SWITCHBOARD_REQUIRE_BACKENDS=1`).
+//!
+//! Time: methods that score or window by time take `now` from the caller (the domain's
+//! convention); expiries the backend enforces by itself (TTLs) use the backend's clock.
+
+pub mod conformance;
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Serialize, de::DeserializeOwned};
+use switchboard_domain::Millis;
+
+/// A failure of the backend itself. Lost races are not errors: see [`CasOutcome`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer; the caller may retry later.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with data this version cannot read.
+    #[error("state store returned unexpected data: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+// Both backends satisfy the trait, checked when the crate compiles rather than by a test.
+const _: () = {
+    const fn is_state_store<T: StateStore>() {}
+    is_state_store::<memory::MemoryStore>();
+    is_state_store::<redis::RedisStore>();
+};
+
+/// Milliseconds of a TTL, at least 1: a zero TTL expires at once rather than never.
+pub(crate) fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+/// A record with the version it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: String,
+    /// Starts at 1 on creation and grows by one on every successful write. A record that
+    /// is deleted or expires starts again at 1, so ids of records that can come back after
+    /// a delete should be unique (call ids are).
+    pub version: u64,
+}
+
+/// The result of a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written; the record now has this version.
+    Written { version: u64 },
+    /// The record was not at the expected version (or existed when it should not have).
+    Conflict,
+}
+
+/// The verdict of a sliding-window rate limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateDecision {
+    pub allowed: bool,
+    /// Hits still allowed in the current window after this one.
+    pub remaining: u32,
+    /// When refused: how long until the oldest hit leaves the window.
+    pub retry_after_ms: u64,
+}
+
+/// A timer in the deadline queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// Unique per timer; scheduling the same id again replaces the earlier one.
+    pub id: String,
+    /// What kind of work fires (e.g. `ring_timeout`); the server dispatches on it.
+    pub kind: String,
+    /// Opaque to the store (JSON in practice).
+    pub payload: String,
+    pub due_at: Millis,
+}
+
+/// What a device connecting or disconnecting did to its user's presence.
+///
+/// The store reports every transition once, so that friends see online and offline
+/// alternate: a user goes online when [`StateStore::presence_connect`] returns
+/// `!was_online && is_online()`, and goes offline exactly once afterwards, either when
+/// [`StateStore::presence_disconnect`] returns `was_online && !is_online()` or when
+/// [`StateStore::presence_reap_expired`] returns the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// Whether the user counted as online before the operation: the user had a device that
+    /// had not been disconnected or reaped yet. A device whose liveness lapsed still counts
+    /// until it is removed, because its user has not been reported offline yet.
+    pub was_online: bool,
+    /// Live devices after the operation (lapsed devices of the user are removed by it).
+    pub devices: u32,
+}
+
+impl PresenceChange {
+    pub fn is_online(&self) -> bool {
+        self.devices > 0
+    }
+}
+
+/// One user's presence as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    pub user_id: String,
+    /// Live (unexpired) device ids.
+    pub devices: Vec<String>,
+    /// The user-set status (`online`, `away`, `busy`), if the user ever set one.
+    pub status: Option<String>,
+    /// The last activity of any device (connect, refresh or disconnect).
+    pub last_seen: Millis,
+}
+
+/// How long a user's presence metadata (status, last seen) outlives the user's last activity.
+/// A user-set status survives reconnects and short absences, and memory stays bounded.
+pub const PRESENCE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The state store. Every method is one atomic operation (one round trip on Redis).
+///
+/// Keys are logical (see [`keys`]); a backend may add its own prefix. Each key holds one
+/// kind of data: using a key with a method of another kind fails with
+/// [`StoreError::Corrupt`]. Methods taking `now` use it for scores and windows (rate
+/// limits, timers, presence); record, index, cache and log TTLs are enforced by the
+/// backend's own clock (the injected clock for memory, the server's for Redis) at
+/// millisecond precision, and an expired entry behaves as absent.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// `"memory"` or `"redis"`.
+    fn backend(&self) -> &'static str;
+
+    /// A round trip to the backend, for `/health`.
+    async fn ping(&self) -> StoreResult<Duration>;
+
+    // --- Versioned records: the state machines' storage -------------------------------
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>>;
+
+    /// Writes `value` if the record is at `expected` (`None`: it must not exist). A `ttl`
+    /// sets (or replaces) the record's expiry; `None` keeps it forever.
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<CasOutcome>;
+
+    /// Deletes the record if it is at `expected`. Returns whether it was deleted.
+    async fn compare_and_delete(&self, key: &str, expected: u64) -> StoreResult<bool>;
+
+    // --- Indexes: sets of ids that point at records (e.g. a user's calls) --------------
+
+    /// Adds members to a set and (re)sets the set's expiry when `ttl` is given (`None`
+    /// leaves the current expiry, if any, alone).
+    async fn index_add(
+        &self,
+        key: &str,
+        members: &[String],
+        ttl: Option<Duration>,
+    ) -> StoreResult<()>;
+    async fn index_remove(&self, key: &str, members: &[String]) -> StoreResult<()>;
+    async fn index_members(&self, key: &str) -> StoreResult<Vec<String>>;
+
+    // --- Caches: values and sets copied from the database ------------------------------
+
+    async fn cache_get(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn cache_set(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()>;
+    /// Replaces a cached set. An empty set is cached too (distinct from a miss).
+    async fn cache_set_members(
+        &self,
+        key: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> StoreResult<()>;
+    /// `None` on a miss; `Some(vec![])` for a cached empty set.
+    async fn cache_get_members(&self, key: &str) -> StoreResult<Option<Vec<String>>>;
+    async fn cache_invalidate(&self, keys: &[String]) -> StoreResult<()>;
+
+    // --- Counters: a hash of integer fields per key (e.g. unread counts per user) -------
+
+    /// Adds `delta` to a field and returns the new value. Counters never expire; a field
+    /// that comes back to zero is removed.
+    async fn counter_add(&self, key: &str, field: &str, delta: i64) -> StoreResult<i64>;
+    /// Every non-zero field of the key.
+    async fn counters(&self, key: &str) -> StoreResult<Vec<(String, i64)>>;
+    async fn counter_reset(&self, key: &str, field: &str) -> StoreResult<()>;
+
+    // --- Capped logs: newest-first lists of at most `max` entries ----------------------
+
+    /// Prepends `entry` and drops the oldest entries beyond `max`. A `ttl` (re)sets the
+    /// log's expiry; `None` leaves it alone.
+    async fn log_push(
+        &self,
+        key: &str,
+        entry: &str,
+        max: usize,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()>;
+    /// Newest first, at most `limit` entries.
+    async fn log_range(&self, key: &str, limit: usize) -> StoreResult<Vec<String>>;
+
+    // --- Sliding-window rate limits ---------------------------------------------------
+
+    /// Records a hit at `now` if fewer than `limit` hits fall in `(now - window, now]`.
+    /// A refused hit is not recorded. `window` is at least 1 ms.
+    async fn rate_limit_hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Millis,
+    ) -> StoreResult<RateDecision>;
+
+    // --- Deadline queue: timers that fire exactly once across instances ---------------
+
+    /// Schedules (or reschedules) a timer. Rescheduling a claimed timer takes the claim
+    /// away: it fires again at its new due time and its former owner cannot complete it.
+    async fn timer_schedule(&self, timer: &Timer) -> StoreResult<()>;
+    /// Cancels a timer. Returns true if it was pending (not claimed), so it will never fire.
+    /// A claimed timer is dropped too, so it is not retried when its lease runs out, but its
+    /// owner may be running it right now: then this returns false and the owner's
+    /// [`timer_complete`](Self::timer_complete) returns false.
+    async fn timer_cancel(&self, id: &str) -> StoreResult<bool>;
+    /// Claims up to `max` timers due at `now` for `owner`. A claimed timer is invisible to
+    /// other claimers until `now + lease`; if its owner has not completed it by then, it
+    /// becomes claimable again (so a crashed instance's timers still fire). Timers whose
+    /// lease ran out are handed out before newly due ones.
+    async fn timers_claim_due(
+        &self,
+        now: Millis,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Vec<Timer>>;
+    /// Removes a claimed timer for good. Returns false if `owner` no longer holds the claim.
+    async fn timer_complete(&self, id: &str, owner: &str) -> StoreResult<bool>;
+
+    // --- Presence: devices with expiring liveness -------------------------------------
+
+    /// Marks a device live until `now + ttl` and the user active at `now`.
+    async fn presence_connect(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<PresenceChange>;
+    /// Removes a device, and marks the user active at `now` if it was online.
+    async fn presence_disconnect(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now: Millis,
+    ) -> StoreResult<PresenceChange>;
+    /// Extends the liveness of the given `(user_id, device_id)` pairs to `now + ttl`
+    /// (heartbeat), in one round trip, and marks their users active at `now`. Returns the
+    /// pairs the store does not know (never connected, disconnected, or reaped): they are
+    /// not revived here, because their users may already have been reported offline; the
+    /// caller connects them again with [`presence_connect`](Self::presence_connect), which
+    /// reports the transition.
+    async fn presence_refresh(
+        &self,
+        devices: &[(String, String)],
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// Sets the user-set status; it is kept across reconnects for [`PRESENCE_RETENTION`].
+    async fn presence_set_status(&self, user_id: &str, status: &str) -> StoreResult<()>;
+    /// One slot per user asked, in order: the entry if the user has a live device at `now`.
+    async fn presence_get(
+        &self,
+        user_ids: &[String],
+        now: Millis,
+    ) -> StoreResult<Vec<Option<PresenceEntry>>>;
+    /// Every user with a live device.
+    async fn presence_online_users(&self, now: Millis) -> StoreResult<Vec<String>>;
+    /// Removes devices whose liveness lapsed before `now` and returns the users left with
+    /// none. Each such user is returned by exactly one call, whichever instance makes it.
+    async fn presence_reap_expired(&self, now: Millis, max: usize) -> StoreResult<Vec<String>>;
+}
+
+/// What a pure transition function decided for a record.
+pub enum Transition<T> {
+    /// Write the new state (with an optional expiry) and return it.
+    Write(T, Option<Duration>),
+    /// Delete the record.
+    Delete,
+}
+
+/// The result of [`update_record`].
+#[derive(Debug)]
+pub enum UpdateError<E> {
+    /// The transition function refused.
+    Rejected(E),
+    Store(StoreError),
+}
+
+/// Applies a pure transition to a JSON record with optimistic concurrency: read, compute,
+/// compare-and-set, and retry from a fresh read if another writer got there first.
+///
+/// `transition` sees the current state (`None` if absent) and must be pure: it may run more
+/// than once. Returns the state written (`None` after a delete).
+pub async fn update_record<S, T, E, F>(
+    store: &S,
+    key: &str,
+    mut transition: F,
+) -> Result<Option<T>, UpdateError<E>>
+where
+    S: StateStore + ?Sized,
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Option<T>) -> Result<Transition<T>, E>,
+{
+    const MAX_ATTEMPTS: usize = 64;
+    for _ in 0..MAX_ATTEMPTS {
+        let current = store.get(key).await.map_err(UpdateError::Store)?;
+        let (state, version) = match &current {
+            Some(v) => (
+                Some(
+                    serde_json::from_str::<T>(&v.value)
+                        .map_err(|e| UpdateError::Store(StoreError::Corrupt(e.to_string())))?,
+                ),
+                Some(v.version),
+            ),
+            None => (None, None),
+        };
+        match transition(state).map_err(UpdateError::Rejected)? {
+            Transition::Write(next, ttl) => {
+                let json = serde_json::to_string(&next)
+                    .map_err(|e| UpdateError::Store(StoreError::Corrupt(e.to_string())))?;
+                match store
+                    .compare_and_set(key, version, &json, ttl)
+                    .await
+                    .map_err(UpdateError::Store)?
+                {
+                    CasOutcome::Written { .. } => return Ok(Some(next)),
+                    CasOutcome::Conflict => continue,
+                }
+            }
+            Transition::Delete => match version {
+                None => return Ok(None),
+                Some(version) => {
+                    if store
+                        .compare_and_delete(key, version)
+                        .await
+                        .map_err(UpdateError::Store)?
+                    {
+                        return Ok(None);
+                    }
+                }
+            },
+        }
+    }
+    Err(UpdateError::Store(StoreError::Unavailable(format!(
+        "too much contention on {key}"
+    ))))
+}
