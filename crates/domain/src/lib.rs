@@ -8,11 +8,13 @@
 //! - [`time`]: the millisecond timestamp type and the [`time::Clock`] seam the drivers use.
 //! - [`error`]: [`DomainError`], the one error vocabulary the services map to ack codes.
 //! - [`devices`]: device sessions: connect, replacement, disconnect, the device cap.
+//! - [`presence`]: derived status (OFFLINE → ONLINE ⇄ IN-CALL) and what friends are told.
 //! - [`limits`]: validation of ids, names and sizes (protocol §11).
 
 pub mod devices;
 pub mod error;
 pub mod limits;
+pub mod presence;
 pub mod time;
 
 pub use error::DomainError;

@@ -1,7 +1,7 @@
 //! The shared state of one running instance: configuration, backends, and what the services
 //! need to reach connected clients.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -9,12 +9,14 @@ use switchboard_db::Db;
 use switchboard_domain::Millis;
 use switchboard_domain::time::Clock;
 use switchboard_store::StateStore;
+use switchboard_store::bus::Bus;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::jobs::TimerRegistry;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::services::online_list::DirtyLists;
 
 /// Everything a service or handler needs, built once at start-up and shared by `Arc`.
 pub struct App {
@@ -27,6 +29,9 @@ pub struct App {
     /// Names this instance in logs, `/stats`, session records and timer claims.
     pub instance_id: String,
     pub outbox: Arc<dyn Outbox>,
+    /// Messages between the instances of the deployment.
+    pub bus: Arc<dyn Bus>,
+    pub online_lists: DirtyLists,
     pub local: LocalSockets,
     pub timers: TimerRegistry,
     pub started_at: Instant,
@@ -70,6 +75,16 @@ impl LocalSockets {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The users with at least one socket here.
+    pub fn users(&self) -> HashSet<String> {
+        self.0
+            .lock()
+            .expect("local sockets lock")
+            .values()
+            .map(|s| s.user_id.clone())
+            .collect()
     }
 
     /// Distinct (user, device) pairs connected here.

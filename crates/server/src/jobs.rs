@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::SharedApp;
 use crate::metrics::Metrics;
+use crate::services::{online_list, presence, sessions};
 
 /// How often the deadline queue is polled. Timers fire within this much of their deadline.
 const TIMER_POLL: Duration = Duration::from_millis(100);
@@ -53,6 +54,8 @@ pub fn spawn_all(app: SharedApp, stop: CancellationToken) -> JoinSet<()> {
     let mut set = JoinSet::new();
     set.spawn(heartbeat(app.clone(), stop.clone()));
     set.spawn(reaper(app.clone(), stop.clone()));
+    set.spawn(online_list::follow_bus(app.clone(), stop.clone()));
+    set.spawn(online_list::flush_periodically(app.clone(), stop.clone()));
     set.spawn(timer_runner(app, stop));
     set
 }
@@ -71,6 +74,9 @@ async fn heartbeat(app: SharedApp, stop: CancellationToken) {
         if devices.is_empty() {
             continue;
         }
+        if let Err(error) = sessions::refresh_connected(&app, &devices).await {
+            tracing::warn!(%error, "could not extend device sessions");
+        }
         let unknown = match app.store.presence_refresh(&devices, app.now(), ttl).await {
             Ok(unknown) => unknown,
             Err(error) => {
@@ -82,10 +88,7 @@ async fn heartbeat(app: SharedApp, stop: CancellationToken) {
         // refresh them (a stall, a Redis outage): they come back through a full connect, so
         // the user is reported online again rather than silently resurrected.
         for (user_id, device_id) in unknown {
-            if let Err(error) = app
-                .store
-                .presence_connect(&user_id, &device_id, app.now(), ttl)
-                .await
+            if let Err(error) = sessions::mark_connected(&app, &user_id, &user_id, &device_id).await
             {
                 tracing::warn!(%user_id, %error, "could not restore lapsed presence");
             }
@@ -102,9 +105,11 @@ async fn reaper(app: SharedApp, stop: CancellationToken) {
             _ = tokio::time::sleep(REAP_EVERY) => {}
         }
         match app.store.presence_reap_expired(app.now(), 256).await {
+            Ok(users) if users.is_empty() => {}
             Ok(users) => {
-                for user_id in users {
-                    tracing::info!(%user_id, "presence expired");
+                tracing::info!(count = users.len(), "presence expired");
+                if let Err(error) = presence::users_expired(&app, &users).await {
+                    tracing::warn!(%error, "could not announce expired presence");
                 }
             }
             Err(error) => tracing::debug!(%error, "presence sweep failed"),

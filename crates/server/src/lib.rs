@@ -11,11 +11,15 @@
 //! - [`services`]: what handlers call; they apply domain rules to the store and database.
 //! - [`jobs`]: heartbeat, presence reaper, and the deadline-queue runner.
 //! - [`outbox`]: emitting to rooms on every instance, whatever the adapter.
+//! - [`adapter`]: the Socket.IO Redis adapter's reconnecting driver.
+//! - [`bus`]: messages between instances (Redis pub/sub, or in-process).
 //! - [`error`]: the one mapping from failures to ack codes and HTTP statuses.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and structured logs.
 
+pub mod adapter;
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod gateway;

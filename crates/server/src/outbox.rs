@@ -5,13 +5,19 @@
 //! same on every instance through whichever adapter is in use.
 
 use async_trait::async_trait;
-use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
+use socketioxide::{BroadcastError, SocketIo};
 
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Emits to every socket in `room`, on every instance.
-    async fn emit(&self, room: String, event: &'static str, data: serde_json::Value);
+    async fn emit(&self, room: String, event: &'static str, data: serde_json::Value) {
+        self.emit_to(vec![room], event, data).await
+    }
+    /// Emits once to every socket in any of `rooms`, on every instance.
+    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value);
+    /// Emits to the sockets in `room` that are connected to this instance only.
+    async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value);
     /// Disconnects every socket in `room`, on every instance.
     async fn disconnect(&self, room: String);
     /// Disconnects every socket of this instance (graceful shutdown).
@@ -20,15 +26,37 @@ pub trait Outbox: Send + Sync + 'static {
 
 #[async_trait]
 impl<A: Adapter> Outbox for SocketIo<A> {
-    async fn emit(&self, room: String, event: &'static str, data: serde_json::Value) {
-        if let Err(error) = self.to(room.clone()).emit(event, &data).await {
-            tracing::debug!(%room, event, %error, "broadcast partly failed");
+    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value) {
+        if rooms.is_empty() {
+            return;
+        }
+        match self.to(rooms.clone()).emit(event, &data).await {
+            Ok(()) => {}
+            // The adapter could not reach the other instances (Redis is down): the sockets
+            // of this instance still get the event.
+            Err(BroadcastError::Adapter(error)) => {
+                tracing::warn!(event, %error, "cross-instance broadcast failed; delivering locally");
+                let _ = self.local().to(rooms).emit(event, &data).await;
+            }
+            // Some sockets could not take it (closed, or slow consumers being dropped).
+            Err(error) => tracing::debug!(event, %error, "broadcast partly failed"),
+        }
+    }
+
+    async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value) {
+        if let Err(error) = self.local().to(room.clone()).emit(event, &data).await {
+            tracing::debug!(%room, event, %error, "local broadcast partly failed");
         }
     }
 
     async fn disconnect(&self, room: String) {
-        if let Err(error) = self.to(room.clone()).disconnect().await {
-            tracing::debug!(%room, %error, "remote disconnect partly failed");
+        match self.to(room.clone()).disconnect().await {
+            Ok(()) => {}
+            Err(BroadcastError::Adapter(error)) => {
+                tracing::warn!(%room, %error, "cross-instance disconnect failed; disconnecting locally");
+                let _ = self.local().to(room).disconnect().await;
+            }
+            Err(error) => tracing::debug!(%room, %error, "disconnect partly failed"),
         }
     }
 

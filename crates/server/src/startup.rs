@@ -11,16 +11,18 @@ use axum::Router;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::layer::SocketIoLayer;
-use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use switchboard_db::{Db, DbOptions};
 use switchboard_domain::time::{Clock, SystemClock};
 use switchboard_store::StateStore;
+use switchboard_store::bus::{Bus, MemoryBus, RedisBus};
 use switchboard_store::memory::MemoryStore;
 use switchboard_store::redis::{RedisOptions, RedisStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
+use crate::adapter::AdapterDriver;
 use crate::app::{App, LocalSockets, SharedApp};
 use crate::auth::Authenticator;
 use crate::config::{Settings, StoreBackend, redact_url};
@@ -34,6 +36,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     app: SharedApp,
+    /// The Socket.IO adapter's Redis connection, kept alive by a background ping.
+    adapter_driver: Option<AdapterDriver>,
 }
 
 impl Application {
@@ -56,6 +60,19 @@ impl Application {
                 format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         }
         let store = connect_store(&settings, clock.clone()).await?;
+        let bus: Arc<dyn Bus> = match settings.store.backend {
+            StoreBackend::Memory => Arc::new(MemoryBus::new()),
+            StoreBackend::Redis => Arc::new(
+                RedisBus::connect(settings.store.redis_url.expose(), &settings.store.prefix)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "connecting the instance bus to {}",
+                            redact_url(settings.store.redis_url.expose())
+                        )
+                    })?,
+            ),
+        };
         let db = connect_db(&settings).await?;
         let public_users = settings.presence.public_max_users;
         if settings.presence_public() {
@@ -73,10 +90,16 @@ impl Application {
             .ping_interval(Duration::from_secs(settings.server.ping_interval_secs))
             .ping_timeout(Duration::from_secs(settings.server.ping_timeout_secs));
 
+        let mut adapter_driver = None;
         let (router, app) = match settings.store.backend {
             StoreBackend::Memory => {
                 let (layer, io) = builder.build_layer();
-                let app = new_app(settings, store, db, clock, Arc::new(io.clone()));
+                let app = new_app(
+                    settings,
+                    Backends { store, db, bus },
+                    clock,
+                    Arc::new(io.clone()),
+                );
                 gateway::register(&io, app.clone());
                 (compose(app.clone(), layer), app)
             }
@@ -85,18 +108,23 @@ impl Application {
                     .context("parsing the Redis URL")?;
                 let config = RedisAdapterConfig::new()
                     .with_prefix(format!("{}socket.io", settings.store.prefix));
-                let adapter = RedisAdapterCtr::new_with_redis_config(&client, config)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "connecting the Socket.IO Redis adapter to {}",
-                            redact_url(settings.store.redis_url.expose())
-                        )
-                    })?;
+                let driver = AdapterDriver::connect(client).await.with_context(|| {
+                    format!(
+                        "connecting the Socket.IO Redis adapter to {}",
+                        redact_url(settings.store.redis_url.expose())
+                    )
+                })?;
+                adapter_driver = Some(driver.clone());
+                let adapter = RedisAdapterCtr::new_with_driver(driver, config);
                 let (layer, io) = builder
-                    .with_adapter::<RedisAdapter<_>>(adapter)
+                    .with_adapter::<CustomRedisAdapter<_, AdapterDriver>>(adapter)
                     .build_layer();
-                let app = new_app(settings, store, db, clock, Arc::new(io.clone()));
+                let app = new_app(
+                    settings,
+                    Backends { store, db, bus },
+                    clock,
+                    Arc::new(io.clone()),
+                );
                 gateway::register(&io, app.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("initialising the Redis adapter: {e}"))?;
@@ -111,6 +139,7 @@ impl Application {
             listener,
             router,
             app,
+            adapter_driver,
         })
     }
 
@@ -144,9 +173,13 @@ impl Application {
             listener,
             router,
             app,
+            adapter_driver,
         } = self;
         let stop_jobs = CancellationToken::new();
         let mut jobs = jobs::spawn_all(app.clone(), stop_jobs.clone());
+        if let Some(driver) = adapter_driver {
+            jobs.spawn(driver.keepalive(stop_jobs.clone()));
+        }
         let closing = CancellationToken::new();
         let outbox = app.outbox.clone();
         let signal = closing.clone();
@@ -176,13 +209,20 @@ impl Application {
     }
 }
 
-fn new_app(
-    settings: Settings,
+/// The connections an instance is built on.
+struct Backends {
     store: Arc<dyn StateStore>,
     db: Db,
+    bus: Arc<dyn Bus>,
+}
+
+fn new_app(
+    settings: Settings,
+    backends: Backends,
     clock: Arc<dyn Clock>,
     outbox: Arc<dyn Outbox>,
 ) -> SharedApp {
+    let Backends { store, db, bus } = backends;
     let auth = Authenticator::new(
         settings.auth.jwt_secret.expose(),
         settings.server.dev,
@@ -198,6 +238,8 @@ fn new_app(
         metrics: Metrics::new(),
         instance_id,
         outbox,
+        bus,
+        online_lists: Default::default(),
         local: LocalSockets::default(),
         timers: Default::default(),
         started_at: Instant::now(),

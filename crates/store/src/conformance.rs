@@ -11,6 +11,9 @@
 //! [`Fixture::advance`] moves a manual clock for memory and really sleeps for Redis, so
 //! those cases use short TTLs (150 ms) and advance comfortably past them (400 ms), and
 //! check "not yet expired" only against long TTLs.
+//!
+//! The [`Bus`] cases run here too: [`Fixture::bus`] gives a new instance of the deployment's
+//! bus (or of another deployment's, to check isolation).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,11 +25,25 @@ use switchboard_domain::Millis;
 use switchboard_domain::time::{Clock, ManualClock, SystemClock};
 use tokio::task::JoinSet;
 
+use crate::bus::{Bus, MemoryBus, RedisBus};
 use crate::memory::MemoryStore;
 use crate::redis::{RedisOptions, RedisStore};
-use crate::{CasOutcome, StateStore, StoreError, Timer, Transition, keys, update_record};
+use crate::{
+    CasOutcome, PresenceEntry, StateStore, StoreError, Timer, Transition, keys, update_record,
+};
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type BusFuture = Pin<Box<dyn Future<Output = Arc<dyn Bus>> + Send>>;
+type BusFactory = Box<dyn Fn(Deployment) -> BusFuture + Send + Sync>;
+
+/// Whose bus [`Fixture::bus`] joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// The deployment under test (the one sharing [`Fixture::store`]).
+    This,
+    /// Another deployment on the same backend (another key prefix on Redis).
+    Other,
+}
 
 /// A backend under test, with the means to let time pass for it.
 pub struct Fixture {
@@ -38,6 +55,7 @@ pub struct Fixture {
     pub clock: Arc<dyn Clock>,
     advance: Box<dyn Fn(Duration) -> BoxFuture + Send + Sync>,
     cleanup: Option<Box<dyn Fn() -> BoxFuture + Send + Sync>>,
+    bus: BusFactory,
 }
 
 /// Environment variable with the Redis URL of the Redis tests.
@@ -56,19 +74,39 @@ const LONG_TTL: Duration = Duration::from_secs(60);
 
 impl Fixture {
     /// A fixture for any backend: `advance` must make `by` pass for the backend's TTLs.
+    /// Its buses are [`MemoryBus`]es (one per deployment) until [`with_bus`](Self::with_bus).
     pub fn new(
         store: Arc<dyn StateStore>,
         peers: Vec<Arc<dyn StateStore>>,
         clock: Arc<dyn Clock>,
         advance: impl Fn(Duration) -> BoxFuture + Send + Sync + 'static,
     ) -> Self {
+        let this: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let other: Arc<dyn Bus> = Arc::new(MemoryBus::new());
         Self {
             store,
             peers,
             clock,
             advance: Box::new(advance),
             cleanup: None,
+            bus: Box::new(move |deployment| {
+                let bus = match deployment {
+                    Deployment::This => this.clone(),
+                    Deployment::Other => other.clone(),
+                };
+                Box::pin(async move { bus })
+            }),
         }
+    }
+
+    /// Replaces how [`bus`](Self::bus) makes bus instances: `factory` returns a new instance
+    /// of the given deployment's bus at each call.
+    pub fn with_bus(
+        mut self,
+        factory: impl Fn(Deployment) -> BusFuture + Send + Sync + 'static,
+    ) -> Self {
+        self.bus = Box::new(factory);
+        self
     }
 
     /// A fresh memory store on a manual clock.
@@ -109,8 +147,22 @@ impl Fixture {
             ));
         }
         let for_cleanup = store.clone();
+        let bus_prefix = prefix.clone();
         let mut fixture = Self::new(Arc::new(store), peers, Arc::new(SystemClock), |by| {
             Box::pin(tokio::time::sleep(by))
+        })
+        .with_bus(move |deployment| {
+            let (url, prefix) = (url.clone(), bus_prefix.clone());
+            Box::pin(async move {
+                let prefix = match deployment {
+                    Deployment::This => prefix,
+                    Deployment::Other => format!("{prefix}other:"),
+                };
+                let bus = RedisBus::connect(&url, &prefix)
+                    .await
+                    .expect("bus connection to Redis");
+                Arc::new(bus) as Arc<dyn Bus>
+            })
         });
         fixture.cleanup = Some(Box::new(move || {
             let store = for_cleanup.clone();
@@ -135,6 +187,11 @@ impl Fixture {
     /// Lets `by` pass for the backend's TTLs.
     pub async fn advance(&self, by: Duration) {
         (self.advance)(by).await;
+    }
+
+    /// A new instance of `deployment`'s bus (for memory, every instance is the same bus).
+    pub async fn bus(&self, deployment: Deployment) -> Arc<dyn Bus> {
+        (self.bus)(deployment).await
     }
 
     /// Instance `i` of the deployment: the store itself, then its peers, round-robin.
@@ -222,6 +279,14 @@ macro_rules! store_conformance_tests {
             presence_reap_reports_each_user_once,
             presence_status_kept,
             presence_last_seen_updated,
+            presence_offline_user_keeps_metadata,
+            presence_set_status_returns_previous,
+            presence_set_status_race_sees_a_chain,
+            presence_in_call_flag,
+            presence_in_call_race_changes_once,
+            bus_every_instance_receives_every_message,
+            bus_concurrent_publishers_keep_their_order,
+            bus_deployments_are_isolated,
         );
     };
     (@cases $fixture:path; $($case:ident),+ $(,)?) => {
@@ -241,6 +306,11 @@ macro_rules! store_conformance_tests {
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The live devices of a `presence_get` slot (`None`: the user is unknown).
+fn devices_of(entry: &Option<PresenceEntry>) -> Option<Vec<String>> {
+    entry.as_ref().map(|e| e.devices.clone())
 }
 
 /// Reaps once and sorts the result (the order of one reap is unspecified).
@@ -1068,12 +1138,11 @@ pub async fn presence_two_devices_connect_disconnect(f: &Fixture) {
         "offline is reported once"
     );
 
-    assert_eq!(
-        s.presence_get(&strings(&["alice"]), base + 7)
-            .await
-            .unwrap(),
-        vec![None]
-    );
+    let got = s
+        .presence_get(&strings(&["alice"]), base + 7)
+        .await
+        .unwrap();
+    assert_eq!(devices_of(&got[0]), Some(vec![]), "offline, still known");
     assert!(s.presence_online_users(base + 7).await.unwrap().is_empty());
     assert!(
         s.presence_reap_expired(base + 10_000_000, 100)
@@ -1119,13 +1188,13 @@ pub async fn presence_refresh_extends(f: &Fixture) {
         .presence_get(&strings(&["alice", "bob"]), base + 1_500)
         .await
         .unwrap();
-    assert!(got[0].is_some() && got[1].is_none());
-    assert_eq!(
-        s.presence_get(&strings(&["alice"]), base + 1_800)
-            .await
-            .unwrap(),
-        vec![None]
-    );
+    assert_eq!(devices_of(&got[0]), Some(strings(&["phone"])));
+    assert_eq!(devices_of(&got[1]), Some(vec![]), "bob lapsed");
+    let got = s
+        .presence_get(&strings(&["alice"]), base + 1_800)
+        .await
+        .unwrap();
+    assert_eq!(devices_of(&got[0]), Some(vec![]));
 
     // A reaped device is not revived by a late heartbeat: it must connect again, which
     // reports the user online again.
@@ -1176,7 +1245,12 @@ pub async fn presence_expiry_makes_user_offline(f: &Fixture) {
         .presence_get(&strings(&["alice", "bob"]), base + 1_000)
         .await
         .unwrap();
-    assert!(got[0].is_none() && got[1].is_some());
+    assert_eq!(
+        devices_of(&got[0]),
+        Some(vec![]),
+        "lapsed, not reaped yet: no live device"
+    );
+    assert_eq!(devices_of(&got[1]), Some(strings(&["phone"])));
 
     // Until a reaper reports alice offline she still counts as online for transitions: a new
     // device does not announce her again, and the lapsed one is dropped.
@@ -1351,4 +1425,364 @@ pub async fn presence_last_seen_updated(f: &Fixture) {
         .await
         .unwrap();
     assert_eq!(last_seen(base + 200).await, Some(base + 200));
+}
+
+/// An offline user keeps an entry (no devices) while their metadata is retained, so the
+/// server can show `offline` with the last seen time; a user never seen has none.
+pub async fn presence_offline_user_keeps_metadata(f: &Fixture) {
+    let s = &f.store;
+    let base = f.now();
+    s.presence_connect("alice", "phone", base, PRESENCE_TTL)
+        .await
+        .unwrap();
+    s.presence_set_status("alice", "away").await.unwrap();
+    s.presence_disconnect("alice", "phone", base + 10)
+        .await
+        .unwrap();
+    // bob's only device lapses and is reaped; carol's lapses and is not reaped yet.
+    s.presence_connect("bob", "phone", base, Duration::from_millis(1_000))
+        .await
+        .unwrap();
+    s.presence_connect("carol", "phone", base + 500, Duration::from_millis(1_000))
+        .await
+        .unwrap();
+    assert_eq!(reap(s, base + 1_200, 10).await, strings(&["bob"]));
+
+    let got = s
+        .presence_get(&strings(&["alice", "bob", "carol", "nobody"]), base + 1_600)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0],
+        Some(PresenceEntry {
+            user_id: "alice".into(),
+            devices: vec![],
+            status: Some("away".into()),
+            last_seen: base + 10,
+            in_call: false,
+        })
+    );
+    assert_eq!(
+        got[1],
+        Some(PresenceEntry {
+            user_id: "bob".into(),
+            devices: vec![],
+            status: None,
+            last_seen: base,
+            in_call: false,
+        })
+    );
+    let carol = got[2].as_ref().expect("carol is known");
+    assert!(
+        carol.devices.is_empty() && !carol.is_online(),
+        "lapsed devices are not listed: {carol:?}"
+    );
+    assert_eq!(carol.last_seen, base + 500);
+    assert_eq!(got[3], None, "never seen");
+
+    // Metadata made by a status alone (no activity yet) is an entry too, never active.
+    s.presence_set_status("dave", "busy").await.unwrap();
+    let got = s
+        .presence_get(&strings(&["dave"]), base + 1_600)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0]
+            .as_ref()
+            .map(|e| (e.devices.len(), e.status.as_deref(), e.last_seen)),
+        Some((0, Some("busy"), 0))
+    );
+
+    // Coming back lists the device again, with the retained status.
+    s.presence_connect("alice", "laptop", base + 2_000, PRESENCE_TTL)
+        .await
+        .unwrap();
+    let got = s
+        .presence_get(&strings(&["alice"]), base + 2_000)
+        .await
+        .unwrap();
+    let alice = got[0].as_ref().expect("alice");
+    assert_eq!(
+        (
+            alice.devices.clone(),
+            alice.status.as_deref(),
+            alice.is_online()
+        ),
+        (strings(&["laptop"]), Some("away"), true)
+    );
+}
+
+pub async fn presence_set_status_returns_previous(f: &Fixture) {
+    let s = &f.store;
+    let base = f.now();
+    assert_eq!(s.presence_set_status("alice", "busy").await.unwrap(), None);
+    assert_eq!(
+        s.presence_set_status("alice", "busy")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("busy"),
+        "setting the same status again: unchanged"
+    );
+    s.presence_connect("alice", "phone", base, PRESENCE_TTL)
+        .await
+        .unwrap();
+    s.presence_disconnect("alice", "phone", base + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.presence_set_status("alice", "away")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("busy"),
+        "kept across a disconnect"
+    );
+    // A user who is known (connected) but never set a status has no previous one.
+    s.presence_connect("bob", "phone", base, PRESENCE_TTL)
+        .await
+        .unwrap();
+    assert_eq!(s.presence_set_status("bob", "online").await.unwrap(), None);
+    let got = s
+        .presence_get(&strings(&["alice", "bob"]), base + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].as_ref().and_then(|e| e.status.as_deref()),
+        Some("away")
+    );
+    assert_eq!(
+        got[1].as_ref().and_then(|e| e.status.as_deref()),
+        Some("online")
+    );
+}
+
+/// 16 instances set 16 different statuses at once: each sees the status set just before its
+/// own, so the answers chain from "none" to the final status with no status seen twice.
+pub async fn presence_set_status_race_sees_a_chain(f: &Fixture) {
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let store = f.instance(i);
+        tasks.spawn(async move {
+            let status = format!("s{i:02}");
+            let previous = store
+                .presence_set_status("alice", &status)
+                .await
+                .expect("set status");
+            (status, previous)
+        });
+    }
+    let answers = tasks.join_all().await;
+    let firsts: Vec<_> = answers.iter().filter(|(_, p)| p.is_none()).collect();
+    assert_eq!(firsts.len(), 1, "{answers:?}");
+    let mut previous: Vec<&str> = answers.iter().filter_map(|(_, p)| p.as_deref()).collect();
+    previous.sort_unstable();
+    previous.dedup();
+    assert_eq!(previous.len(), 15, "each status replaced once: {answers:?}");
+    let last = f
+        .store
+        .presence_get(&strings(&["alice"]), f.now())
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .and_then(|e| e.status.clone())
+        .expect("a status");
+    assert!(
+        !previous.contains(&last.as_str()),
+        "the final status was replaced by no one"
+    );
+}
+
+pub async fn presence_in_call_flag(f: &Fixture) {
+    let s = &f.store;
+    let base = f.now();
+    let in_call = |user: &'static str| async move {
+        s.presence_get(&strings(&[user]), base + 100).await.unwrap()[0]
+            .as_ref()
+            .map(|e| e.in_call)
+    };
+    s.presence_connect("alice", "phone", base, PRESENCE_TTL)
+        .await
+        .unwrap();
+    assert_eq!(
+        in_call("alice").await,
+        Some(false),
+        "not in a call by default"
+    );
+    assert!(s.presence_set_in_call("alice", true).await.unwrap());
+    assert!(
+        !s.presence_set_in_call("alice", true).await.unwrap(),
+        "no change"
+    );
+    assert_eq!(in_call("alice").await, Some(true));
+
+    // The flag is kept with the metadata: independent of devices and of the status.
+    s.presence_set_status("alice", "busy").await.unwrap();
+    s.presence_disconnect("alice", "phone", base + 1)
+        .await
+        .unwrap();
+    let got = s
+        .presence_get(&strings(&["alice"]), base + 100)
+        .await
+        .unwrap();
+    let alice = got[0].as_ref().expect("alice");
+    assert_eq!(
+        (alice.devices.len(), alice.in_call, alice.status.as_deref()),
+        (0, true, Some("busy"))
+    );
+    s.presence_connect("alice", "phone", base + 2, PRESENCE_TTL)
+        .await
+        .unwrap();
+    assert_eq!(in_call("alice").await, Some(true));
+
+    assert!(s.presence_set_in_call("alice", false).await.unwrap());
+    assert!(
+        !s.presence_set_in_call("alice", false).await.unwrap(),
+        "no change"
+    );
+    let got = s
+        .presence_get(&strings(&["alice"]), base + 100)
+        .await
+        .unwrap();
+    let alice = got[0].as_ref().expect("alice");
+    assert_eq!(
+        (alice.in_call, alice.status.as_deref(), alice.last_seen),
+        (false, Some("busy"), base + 2),
+        "clearing the flag leaves the rest alone"
+    );
+
+    // Clearing for an unknown user creates nothing; setting one creates an entry.
+    assert!(!s.presence_set_in_call("nobody", false).await.unwrap());
+    assert_eq!(in_call("nobody").await, None);
+    assert!(s.presence_set_in_call("bob", true).await.unwrap());
+    let got = s
+        .presence_get(&strings(&["bob"]), base + 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0]
+            .as_ref()
+            .map(|e| (e.devices.len(), e.in_call, e.last_seen)),
+        Some((0, true, 0))
+    );
+    assert!(s.presence_set_in_call("bob", false).await.unwrap());
+    assert_eq!(in_call("bob").await, None, "nothing else was kept for bob");
+}
+
+/// 16 instances mark a user in a call at once (the user joins on two devices, say): exactly
+/// one sees the change, so `friend_in_call` goes out once; the same for leaving.
+pub async fn presence_in_call_race_changes_once(f: &Fixture) {
+    for value in [true, false] {
+        let mut tasks = JoinSet::new();
+        for i in 0..16 {
+            let store = f.instance(i);
+            tasks.spawn(async move {
+                store
+                    .presence_set_in_call("alice", value)
+                    .await
+                    .expect("set in call")
+            });
+        }
+        let changed = tasks.join_all().await.into_iter().filter(|c| *c).count();
+        assert_eq!(changed, 1, "in_call = {value}");
+    }
+}
+
+// --- Bus ------------------------------------------------------------------------------------
+
+/// How long a message may take to arrive.
+const BUS_WAIT: Duration = Duration::from_secs(5);
+/// How long to wait for a message that must not arrive.
+const BUS_QUIET: Duration = Duration::from_millis(300);
+
+async fn next_message(rx: &mut tokio::sync::broadcast::Receiver<String>) -> String {
+    tokio::time::timeout(BUS_WAIT, rx.recv())
+        .await
+        .expect("a bus message within 5 s")
+        .expect("bus receiver open and not lagging")
+}
+
+async fn assert_quiet(rx: &mut tokio::sync::broadcast::Receiver<String>) {
+    if let Ok(got) = tokio::time::timeout(BUS_QUIET, rx.recv()).await {
+        panic!("unexpected bus message: {got:?}");
+    }
+}
+
+pub async fn bus_every_instance_receives_every_message(f: &Fixture) {
+    let (a, b) = (f.bus(Deployment::This).await, f.bus(Deployment::This).await);
+    // Publishing with no subscriber is fine. (On Redis this message may still reach the
+    // receivers made just below: it can be on its way to this instance when they subscribe.)
+    a.publish("nobody listens yet").await.unwrap();
+    let (mut ra, mut rb) = (a.subscribe(), b.subscribe());
+    let mut ra2 = a.subscribe();
+    a.publish(r#"{"from":"a","n":1}"#).await.unwrap();
+    b.publish(r#"{"from":"b","n":1}"#).await.unwrap();
+    a.publish(r#"{"from":"a","n":2}"#).await.unwrap();
+    for rx in [&mut ra, &mut rb, &mut ra2] {
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let msg = next_message(rx).await;
+            if msg != "nobody listens yet" {
+                got.push(msg);
+            }
+        }
+        // Each publisher's messages arrive in order; the publisher gets its own too.
+        let from_a: Vec<_> = got.iter().filter(|m| m.contains(r#""a""#)).collect();
+        assert_eq!(
+            from_a,
+            vec![r#"{"from":"a","n":1}"#, r#"{"from":"a","n":2}"#],
+            "{got:?}"
+        );
+        assert!(got.contains(&r#"{"from":"b","n":1}"#.to_owned()), "{got:?}");
+        assert_quiet(rx).await;
+    }
+}
+
+/// Four instances publish 50 messages each at once: every subscriber gets all 200, each
+/// publisher's in order.
+pub async fn bus_concurrent_publishers_keep_their_order(f: &Fixture) {
+    let mut buses = Vec::new();
+    for _ in 0..4 {
+        buses.push(f.bus(Deployment::This).await);
+    }
+    let mut receivers: Vec<_> = buses.iter().map(|b| b.subscribe()).collect();
+    let mut tasks = JoinSet::new();
+    for (p, bus) in buses.iter().enumerate() {
+        let bus = bus.clone();
+        tasks.spawn(async move {
+            for n in 0..50 {
+                bus.publish(&format!("{p}:{n:02}")).await.expect("publish");
+            }
+        });
+    }
+    tasks.join_all().await;
+    for rx in &mut receivers {
+        let mut per_publisher = vec![Vec::new(); 4];
+        for _ in 0..200 {
+            let msg = next_message(rx).await;
+            let (p, n) = msg.split_once(':').expect("p:n");
+            per_publisher[p.parse::<usize>().unwrap()].push(n.parse::<u32>().unwrap());
+        }
+        for got in &per_publisher {
+            assert_eq!(got, &(0..50).collect::<Vec<_>>());
+        }
+    }
+}
+
+/// Another deployment's bus (another prefix) neither sees this one's messages nor leaks
+/// its own into it.
+pub async fn bus_deployments_are_isolated(f: &Fixture) {
+    let (this, other) = (
+        f.bus(Deployment::This).await,
+        f.bus(Deployment::Other).await,
+    );
+    let (mut this_rx, mut other_rx) = (this.subscribe(), other.subscribe());
+    other.publish("other:1").await.unwrap();
+    this.publish("this:1").await.unwrap();
+    other.publish("other:2").await.unwrap();
+    assert_eq!(next_message(&mut this_rx).await, "this:1");
+    assert_quiet(&mut this_rx).await;
+    assert_eq!(next_message(&mut other_rx).await, "other:1");
+    assert_eq!(next_message(&mut other_rx).await, "other:2");
+    assert_quiet(&mut other_rx).await;
 }

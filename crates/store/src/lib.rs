@@ -11,6 +11,8 @@
 //! - [`redis::RedisStore`]: the shared backend; one Lua script or command per operation.
 //! - [`keys`]: the logical key layout, shared by both backends and documented in
 //!   `docs/redis-keys.md`.
+//! - [`bus`]: the instance-to-instance message bus of a deployment ([`bus::Bus`]), in memory
+//!   or over Redis pub/sub.
 //! - [`conformance`]: the one suite every backend must pass, races included; instantiated
 //!   by `tests/memory.rs` and `tests/redis.rs` (Redis from `SWITCHBOARD_TEST_REDIS_URL`,
 //!   skipped when unreachable unless `SWITCHBOARD_REQUIRE_BACKENDS=1`).
@@ -18,6 +20,7 @@
 //! Time: methods that score or window by time take `now` from the caller (the domain's
 //! convention); expiries the backend enforces by itself (TTLs) use the backend's clock.
 
+pub mod bus;
 pub mod conformance;
 pub mod keys;
 pub mod memory;
@@ -119,18 +122,35 @@ impl PresenceChange {
 }
 
 /// One user's presence as the store knows it.
+///
+/// An entry exists while the user has a live device or retained metadata (see
+/// [`PRESENCE_RETENTION`]): an offline user still has an entry, with no devices, so that
+/// the last seen time and the user-set status can be shown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceEntry {
     pub user_id: String,
-    /// Live (unexpired) device ids.
+    /// Live device ids (liveness not lapsed at the `now` asked about), sorted. Empty when
+    /// the user is offline, including when their devices lapsed but were not reaped yet.
     pub devices: Vec<String>,
     /// The user-set status (`online`, `away`, `busy`), if the user ever set one.
     pub status: Option<String>,
-    /// The last activity of any device (connect, refresh or disconnect).
+    /// The last activity of any device (connect, refresh or disconnect); 0 if the user was
+    /// never active (metadata created only by [`StateStore::presence_set_status`] or
+    /// [`StateStore::presence_set_in_call`]).
     pub last_seen: Millis,
+    /// The server-set in-call flag (see [`StateStore::presence_set_in_call`]).
+    pub in_call: bool,
 }
 
-/// How long a user's presence metadata (status, last seen) outlives the user's last activity.
+impl PresenceEntry {
+    /// Whether the user has a live device.
+    pub fn is_online(&self) -> bool {
+        !self.devices.is_empty()
+    }
+}
+
+/// How long a user's presence metadata (status, last seen, in-call flag) outlives the user's
+/// last activity.
 /// A user-set status survives reconnects and short absences, and memory stays bounded.
 pub const PRESENCE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -283,9 +303,21 @@ pub trait StateStore: Send + Sync + 'static {
         now: Millis,
         ttl: Duration,
     ) -> StoreResult<Vec<(String, String)>>;
-    /// Sets the user-set status; it is kept across reconnects for [`PRESENCE_RETENTION`].
-    async fn presence_set_status(&self, user_id: &str, status: &str) -> StoreResult<()>;
-    /// One slot per user asked, in order: the entry if the user has a live device at `now`.
+    /// Sets the user-set status; it is kept across reconnects for [`PRESENCE_RETENTION`]
+    /// (renewed by this call). Returns the status it replaced (`None` if none was set), read
+    /// and written atomically, so of concurrent callers each sees the one before its own.
+    async fn presence_set_status(&self, user_id: &str, status: &str)
+    -> StoreResult<Option<String>>;
+    /// Sets (`true`) or clears (`false`) the server-set in-call flag, kept with the user's
+    /// presence metadata: setting it renews the metadata's [`PRESENCE_RETENTION`], clearing
+    /// it leaves the expiry alone and creates nothing for a user without metadata. Returns
+    /// whether the flag changed, atomically: of concurrent callers setting the same value,
+    /// exactly one sees `true`. The flag is independent of devices: disconnects and the
+    /// reaper do not clear it.
+    async fn presence_set_in_call(&self, user_id: &str, in_call: bool) -> StoreResult<bool>;
+    /// One slot per user asked, in order: the user's entry if the user has a live device at
+    /// `now` or retained presence metadata (then with `devices` empty: the user is offline),
+    /// `None` for a user the store does not know (never seen, or metadata expired).
     async fn presence_get(
         &self,
         user_ids: &[String],

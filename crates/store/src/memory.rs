@@ -91,9 +91,12 @@ enum Value {
     Hits(VecDeque<Millis>),
     /// Presence: device id → liveness expiry.
     Devices(BTreeMap<String, Millis>),
+    /// Presence metadata; `last_seen` is 0 until the user is first active (like the absent
+    /// field of the Redis hash).
     PresenceMeta {
         status: Option<String>,
         last_seen: Millis,
+        in_call: bool,
     },
 }
 
@@ -194,6 +197,7 @@ impl State {
                 Value::PresenceMeta {
                     status: None,
                     last_seen: now,
+                    in_call: false,
                 },
                 None,
             ),
@@ -757,24 +761,71 @@ impl StateStore for MemoryStore {
         Ok(unknown)
     }
 
-    async fn presence_set_status(&self, user_id: &str, status: &str) -> StoreResult<()> {
+    async fn presence_set_status(
+        &self,
+        user_id: &str,
+        status: &str,
+    ) -> StoreResult<Option<String>> {
         let (mut state, clock_now) = self.lock();
         let keep_until = clock_now.saturating_add(ttl_ms(PRESENCE_RETENTION));
         let key = keys::presence_user(user_id);
-        match state.value_mut(&key) {
-            Some(Value::PresenceMeta { status: s, .. }) => *s = Some(status.to_owned()),
+        let previous = match state.value_mut(&key) {
+            Some(Value::PresenceMeta { status: s, .. }) => s.replace(status.to_owned()),
             Some(other) => return Err(wrong_kind(&key, other, "presence metadata")),
-            None => state.insert(
-                &key,
-                Value::PresenceMeta {
-                    status: Some(status.to_owned()),
-                    last_seen: 0,
-                },
-                None,
-            ),
-        }
+            None => {
+                state.insert(
+                    &key,
+                    Value::PresenceMeta {
+                        status: Some(status.to_owned()),
+                        last_seen: 0,
+                        in_call: false,
+                    },
+                    None,
+                );
+                None
+            }
+        };
         state.set_expiry(&key, Some(keep_until));
-        Ok(())
+        Ok(previous)
+    }
+
+    async fn presence_set_in_call(&self, user_id: &str, in_call: bool) -> StoreResult<bool> {
+        let (mut state, clock_now) = self.lock();
+        let keep_until = clock_now.saturating_add(ttl_ms(PRESENCE_RETENTION));
+        let key = keys::presence_user(user_id);
+        let (changed, now_empty) = match state.value_mut(&key) {
+            Some(Value::PresenceMeta {
+                status,
+                last_seen,
+                in_call: flag,
+            }) => {
+                let changed = *flag != in_call;
+                *flag = in_call;
+                (changed, status.is_none() && *last_seen == 0 && !in_call)
+            }
+            Some(other) => return Err(wrong_kind(&key, other, "presence metadata")),
+            // Clearing creates nothing (like HDEL on a missing hash).
+            None if !in_call => return Ok(false),
+            None => {
+                state.insert(
+                    &key,
+                    Value::PresenceMeta {
+                        status: None,
+                        last_seen: 0,
+                        in_call: true,
+                    },
+                    None,
+                );
+                (true, false)
+            }
+        };
+        if now_empty {
+            // The Redis hash loses its last field and disappears: so does the entry.
+            state.remove(&key);
+        } else if in_call {
+            state.set_expiry(&key, Some(keep_until));
+        }
+        Ok(changed)
     }
 
     async fn presence_get(
@@ -796,13 +847,15 @@ impl StateStore for MemoryStore {
                         .collect(),
                     Some(other) => return Err(wrong_kind(&key, other, "presence devices")),
                 };
-                if live.is_empty() {
-                    return Ok(None);
-                }
                 let meta_key = keys::presence_user(user_id);
-                let (status, last_seen) = match state.value(&meta_key) {
-                    None => (None, 0),
-                    Some(Value::PresenceMeta { status, last_seen }) => (status.clone(), *last_seen),
+                let (status, last_seen, in_call) = match state.value(&meta_key) {
+                    None if live.is_empty() => return Ok(None),
+                    None => (None, 0, false),
+                    Some(Value::PresenceMeta {
+                        status,
+                        last_seen,
+                        in_call,
+                    }) => (status.clone(), *last_seen, *in_call),
                     Some(other) => return Err(wrong_kind(&meta_key, other, "presence metadata")),
                 };
                 Ok(Some(PresenceEntry {
@@ -810,6 +863,7 @@ impl StateStore for MemoryStore {
                     devices: live,
                     status,
                     last_seen,
+                    in_call,
                 }))
             })
             .collect()
@@ -954,5 +1008,29 @@ mod tests {
         store.presence_set_status("a", "busy").await.unwrap();
         clock.advance(ttl_ms(PRESENCE_RETENTION) + 1);
         assert_eq!(store.key_count(), 0);
+        assert_eq!(
+            store.presence_get(&["a".to_owned()], 0).await.unwrap(),
+            vec![None]
+        );
+    }
+
+    #[tokio::test]
+    async fn in_call_flag_is_retained_then_expires() {
+        let (store, clock) = store();
+        store.presence_set_in_call("a", true).await.unwrap();
+        clock.advance(ttl_ms(PRESENCE_RETENTION) - 1);
+        let got = store.presence_get(&["a".to_owned()], 0).await.unwrap();
+        assert!(got[0].as_ref().is_some_and(|e| e.in_call));
+        // Setting it again renews the retention.
+        assert!(!store.presence_set_in_call("a", true).await.unwrap());
+        clock.advance(2);
+        assert_eq!(store.key_count(), 1);
+        clock.advance(ttl_ms(PRESENCE_RETENTION));
+        assert_eq!(store.key_count(), 0);
+        assert!(
+            !store.presence_set_in_call("a", false).await.unwrap(),
+            "expired with its metadata"
+        );
+        assert_eq!(store.key_count(), 0, "clearing creates nothing");
     }
 }

@@ -67,7 +67,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// Maps a client error: transport trouble is worth retrying, a reply we cannot use is not.
-fn map_err(e: RedisError) -> StoreError {
+pub(crate) fn map_err(e: RedisError) -> StoreError {
     let corrupt = matches!(
         e.kind(),
         ErrorKind::UnexpectedReturnType
@@ -80,6 +80,22 @@ fn map_err(e: RedisError) -> StoreError {
         // I/O, timeouts, refused connections, LOADING, READONLY, OOM, BUSY, auth...
         StoreError::Unavailable(e.to_string())
     }
+}
+
+/// A reconnecting multiplexed connection with the timeouts of `options`.
+pub(crate) async fn connection_manager(
+    client: redis::Client,
+    options: &RedisOptions,
+) -> StoreResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout))
+        .set_number_of_retries(options.reconnect_attempts)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(map_err)
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -105,15 +121,7 @@ impl RedisStore {
             )));
         }
         let client = redis::Client::open(url).map_err(map_err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(options.reconnect_attempts)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(map_err)?;
+        let conn = connection_manager(client, &options).await?;
         Ok(Self {
             conn,
             prefix: prefix.into(),
@@ -408,19 +416,19 @@ return unknown
     ))
 });
 
-/// KEYS: devices and meta per user. ARGV: now. Returns per user either nil (no live device)
-/// or {has_status, status, last_seen, device...}.
+/// KEYS: devices and meta per user. ARGV: now. Returns per user either nil (no live device
+/// and no metadata) or {has_status, status, last_seen, in_call, device...}.
 static PRESENCE_GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local out = {}
 for i = 1, #KEYS / 2 do
   local live = redis.call('ZRANGEBYSCORE', KEYS[2 * i - 1], '(' .. ARGV[1], '+inf')
-  if #live == 0 then
+  local meta = redis.call('HMGET', KEYS[2 * i], 'status', 'last_seen', 'in_call')
+  if #live == 0 and not (meta[1] or meta[2] or meta[3]) then
     out[i] = false
   else
-    local meta = redis.call('HMGET', KEYS[2 * i], 'status', 'last_seen')
-    local row = {meta[1] and '1' or '0', meta[1] or '', meta[2] or '0'}
+    local row = {meta[1] and '1' or '0', meta[1] or '', meta[2] or '0', meta[3] and '1' or '0'}
     for _, device in ipairs(live) do row[#row + 1] = device end
     out[i] = row
   end
@@ -890,10 +898,18 @@ impl StateStore for RedisStore {
             .collect())
     }
 
-    async fn presence_set_status(&self, user_id: &str, status: &str) -> StoreResult<()> {
+    async fn presence_set_status(
+        &self,
+        user_id: &str,
+        status: &str,
+    ) -> StoreResult<Option<String>> {
         let key = self.key(&keys::presence_user(user_id));
-        redis::pipe()
+        // MULTI runs the read and the write back to back: nothing can slip in between.
+        let (previous,): (Option<String>,) = redis::pipe()
             .atomic()
+            .cmd("HGET")
+            .arg(&key)
+            .arg("status")
             .cmd("HSET")
             .arg(&key)
             .arg("status")
@@ -905,7 +921,38 @@ impl StateStore for RedisStore {
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        Ok(previous)
+    }
+
+    async fn presence_set_in_call(&self, user_id: &str, in_call: bool) -> StoreResult<bool> {
+        let key = self.key(&keys::presence_user(user_id));
+        // The field is present ("1") exactly while the flag is set, so HSET answers 1 (field
+        // created) and HDEL answers 1 (field removed) exactly when the flag changes.
+        let changed: i64 = if in_call {
+            let (created,): (i64,) = redis::pipe()
+                .atomic()
+                .cmd("HSET")
+                .arg(&key)
+                .arg("in_call")
+                .arg("1")
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl_ms(PRESENCE_RETENTION))
+                .ignore()
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(map_err)?;
+            created
+        } else {
+            redis::cmd("HDEL")
+                .arg(&key)
+                .arg("in_call")
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(map_err)?
+        };
+        Ok(changed == 1)
     }
 
     async fn presence_get(
@@ -933,7 +980,7 @@ impl StateStore for RedisStore {
             .zip(rows)
             .map(|(user_id, row)| {
                 let Some(row) = row else { return Ok(None) };
-                let [has_status, status, last_seen, devices @ ..] = row.as_slice() else {
+                let [has_status, status, last_seen, in_call, devices @ ..] = row.as_slice() else {
                     return Err(corrupt(format!("presence of {user_id}: short row")));
                 };
                 let mut devices = devices.to_vec();
@@ -945,6 +992,7 @@ impl StateStore for RedisStore {
                     last_seen: last_seen.parse().map_err(|_| {
                         corrupt(format!("presence of {user_id}: last_seen {last_seen:?}"))
                     })?,
+                    in_call: in_call == "1",
                 }))
             })
             .collect()

@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use switchboard_store::bus::{Bus, RedisBus};
 use switchboard_store::conformance::Fixture;
 use switchboard_store::redis::{RedisOptions, RedisStore};
 use switchboard_store::{StateStore, StoreError, keys};
@@ -156,6 +157,19 @@ impl OwnRedis {
         }
     }
 
+    async fn bus(&self, prefix: &str) -> RedisBus {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match RedisBus::connect(&self.url(), prefix).await {
+                Ok(bus) => return bus,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("own redis-server did not start: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -263,5 +277,125 @@ async fn a_hung_redis_times_out_instead_of_blocking() {
     while store.ping().await.is_err() {
         assert!(Instant::now() < deadline, "did not recover");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_the_bus_fast_with_unavailable() {
+    let port = free_port();
+    let started = Instant::now();
+    let result = RedisBus::connect(&format!("redis://127.0.0.1:{port}"), "sb:").await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// Redis restarts: both instances' subscriptions come back by themselves and messages flow
+/// again, without anyone reconnecting the buses.
+#[tokio::test]
+async fn bus_resubscribes_after_a_redis_restart() {
+    let Some(server) = own_redis() else { return };
+    let port = server.port;
+    let (a, b) = (server.bus("sb:").await, server.bus("sb:").await);
+    let mut rx = b.subscribe();
+    a.publish("before").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert_eq!(got.expect("in time").expect("open"), "before");
+
+    server.stop();
+    assert!(
+        matches!(
+            a.publish("while down").await,
+            Err(StoreError::Unavailable(_))
+        ),
+        "publishing fails while Redis is down"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = OwnRedis::start(port).expect("restart redis-server");
+
+    // Messages published before b has subscribed again are lost (at most once): keep
+    // publishing until one arrives.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    'waiting: loop {
+        assert!(
+            Instant::now() < deadline,
+            "the bus did not recover within 10 s"
+        );
+        n += 1;
+        let _ = a.publish(&format!("after-{n}")).await;
+        let until = tokio::time::Instant::now() + Duration::from_millis(200);
+        if let Ok(got) = tokio::time::timeout_at(until, rx.recv()).await {
+            let got = got.expect("receiver open and not lagging");
+            assert!(got.starts_with("after-"), "{got:?}");
+            break 'waiting;
+        }
+    }
+    // Both directions work again, the publisher receiving its own messages too.
+    let mut rx_a = a.subscribe();
+    b.publish("from b").await.unwrap();
+    for rx in [&mut rx, &mut rx_a] {
+        let got = loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("in time")
+                .expect("open");
+            if !got.starts_with("after-") {
+                break got;
+            }
+        };
+        assert_eq!(got, "from b");
+    }
+    drop(server);
+}
+
+/// Dropping a bus stops its background task: its receivers end.
+#[tokio::test]
+async fn dropping_the_bus_closes_its_receivers() {
+    let Some(_fixture) = Fixture::redis().await else {
+        return;
+    };
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sbtest:{}:", uuid::Uuid::new_v4().simple());
+    let bus = RedisBus::connect(&url, &prefix).await.expect("connect");
+    let mut rx = bus.subscribe();
+    drop(bus);
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+    assert!(
+        matches!(
+            got,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed))
+        ),
+        "{got:?}"
+    );
+}
+
+/// The subscription connection alone is cut (Redis stays up): the bus subscribes again.
+#[tokio::test]
+async fn bus_resubscribes_when_its_connection_is_killed() {
+    let Some(server) = own_redis() else { return };
+    let (a, b) = (server.bus("sb:").await, server.bus("sb:").await);
+    let mut rx = b.subscribe();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "both buses' subscriptions");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "the bus did not resubscribe");
+        a.publish("again").await.unwrap();
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            assert_eq!(got.unwrap(), "again");
+            break;
+        }
     }
 }

@@ -89,6 +89,18 @@ async fn admit<A: Adapter>(
         }
         return Err(HandshakeError::Admit(error));
     }
+    // Presence and the user record are written before the client sees `connect`, so a
+    // request it sends right away already finds them.
+    if let Err(error) =
+        sessions::mark_connected(&app, &identity.user_id, &identity.name, &device_id).await
+    {
+        refuse("unavailable");
+        tracing::warn!(user_id = %identity.user_id, %error, "handshake refused: could not mark the device live");
+        return Err(HandshakeError::Admit(AdmitError::Backend(error)));
+    }
+    if let Err(error) = users::upsert(&app, &identity.user_id, &identity.name).await {
+        tracing::warn!(user_id = %identity.user_id, %error, "could not record the user");
+    }
     socket
         .extensions
         .insert(Arc::new(SocketSession::new(identity, device_id)));
@@ -120,7 +132,8 @@ fn client_ip(parts: &axum::http::request::Parts) -> Option<String> {
     })
 }
 
-/// The socket is connected: join its rooms, mark it live, install the event handlers.
+/// The socket is connected: join its rooms and install the event handlers. Nothing here
+/// awaits before the handlers are in place, so no early event is missed.
 async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
     let Some(session) = socket.extensions.get::<Arc<SocketSession>>() else {
         // Unreachable in practice: the middleware always inserts the session before this.
@@ -137,6 +150,8 @@ async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
             device_id: device_id.clone(),
         },
     );
+    // The new socket gets its online list at the next flush.
+    app.online_lists.mark(&user_id);
     app.metrics.connections.inc();
     app.metrics.connected_sockets.set(app.local.len() as i64);
 
@@ -147,12 +162,6 @@ async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
         async move { disconnected(app, socket, reason).await }
     });
 
-    if let Err(error) = sessions::mark_connected(&app, &user_id, &device_id).await {
-        tracing::warn!(%user_id, %error, "could not mark the device live");
-    }
-    if let Err(error) = users::upsert(&app, &user_id, &session.identity.name).await {
-        tracing::warn!(%user_id, %error, "could not record the user");
-    }
     let hello = serde_json::json!({
         "userId": user_id,
         "name": session.identity.name,

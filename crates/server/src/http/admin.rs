@@ -33,9 +33,9 @@ pub async fn get_user(
     Ok(Json(json!({
         "userId": user.user_id,
         "name": user.name,
-        "online": presence.is_some(),
+        "online": presence.as_ref().is_some_and(|p| p.is_online()),
         "devices": presence.as_ref().map_or(0, |p| p.devices.len()),
-        "lastSeen": presence.map(|p| p.last_seen),
+        "lastSeen": presence.map(|p| p.last_seen).filter(|&at| at > 0),
     })))
 }
 
@@ -110,4 +110,14 @@ pub async fn revoke_session(
 pub async fn my_sessions(me: Me, State(app): State<SharedApp>) -> AppResult<Json<Value>> {
     let sessions = sessions::list(&app, &me.user_id).await?;
     Ok(Json(json!({ "userId": me.user_id, "sessions": sessions })))
+}
+
+pub async fn security_log(
+    _: Admin,
+    State(app): State<SharedApp>,
+    Path(user_id): Path<String>,
+) -> AppResult<Json<Value>> {
+    check_id(&app, "userId", &user_id)?;
+    let entries = sessions::security_log(&app, &user_id).await?;
+    Ok(Json(json!({ "userId": user_id, "entries": entries })))
 }

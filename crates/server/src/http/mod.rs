@@ -26,6 +26,10 @@ pub fn router(app: SharedApp) -> Router {
         )
         .route("/api/users/{user_id}/sessions", get(admin::list_sessions))
         .route(
+            "/api/users/{user_id}/security-log",
+            get(admin::security_log),
+        )
+        .route(
             "/api/users/{user_id}/sessions/{device_id}",
             delete(admin::revoke_session),
         )

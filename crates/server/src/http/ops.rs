@@ -90,7 +90,7 @@ pub async fn online_users(_: Admin, State(app): State<SharedApp>) -> AppResult<J
         .iter()
         .zip(entries)
         .filter_map(|(id, entry)| {
-            let entry = entry?;
+            let entry = entry.filter(|e| e.is_online())?;
             let name = names
                 .iter()
                 .find(|u| &u.user_id == id)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use switchboard_store::keys;
 
 use crate::app::App;
+use crate::bus::{self, BusEvent};
 use crate::error::AppResult;
 
 fn cache_ttl(app: &App) -> Duration {
@@ -33,9 +34,13 @@ pub async fn replace(app: &App, user_id: &str, friend_ids: &[String]) -> AppResu
     let before = app.db.get_friends(user_id).await?;
     app.db.set_friends(user_id, friend_ids, app.now()).await?;
     let touched: BTreeSet<&String> = before.iter().chain(friend_ids).collect();
-    let mut stale: Vec<String> = touched.into_iter().map(|id| keys::friends(id)).collect();
+    let touched_ids: Vec<String> = touched.into_iter().cloned().collect();
+    let mut stale: Vec<String> = touched_ids.iter().map(|id| keys::friends(id)).collect();
     stale.push(keys::friends(user_id));
     app.store.cache_invalidate(&stale).await?;
+    let mut changed: Vec<String> = touched_ids;
+    changed.push(user_id.to_string());
+    bus::publish(app, &BusEvent::FriendsChanged { user_ids: changed }).await;
     let mut now_friends: Vec<String> = friend_ids
         .iter()
         .cloned()

@@ -2,5 +2,7 @@
 //! changed. Handlers (Socket.IO and HTTP) only parse, call a service, and answer.
 
 pub mod friends;
+pub mod online_list;
+pub mod presence;
 pub mod sessions;
 pub mod users;

@@ -13,6 +13,7 @@ use switchboard_store::{Transition, UpdateError, keys, update_record};
 use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::outbox::rooms;
+use crate::services::presence;
 
 /// The outcome of admitting a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,16 @@ pub async fn admit(app: &App, connect: &DeviceConnect) -> Result<Admitted, Admit
         .await
         .map_err(AppError::from)?;
 
+    log_security_event(
+        app,
+        &connect.user_id,
+        &connect.device_id,
+        "connect",
+        connect.ip.as_deref(),
+        connect.user_agent.as_deref(),
+    )
+    .await;
+
     if let Some(old) = &replaced {
         tracing::info!(user_id = %connect.user_id, device_id = %connect.device_id, old_socket = %old, "device replaced");
         let room = rooms::device(&connect.user_id, &connect.device_id);
@@ -97,9 +108,15 @@ pub async fn admit(app: &App, connect: &DeviceConnect) -> Result<Admitted, Admit
     })
 }
 
-/// Marks the device live once its socket has joined.
-pub async fn mark_connected(app: &App, user_id: &str, device_id: &str) -> AppResult<()> {
-    app.store
+/// Marks the device live; friends hear `friend_online` if it is the user's first device.
+pub async fn mark_connected(
+    app: &App,
+    user_id: &str,
+    name: &str,
+    device_id: &str,
+) -> AppResult<()> {
+    let change = app
+        .store
         .presence_connect(
             user_id,
             device_id,
@@ -107,7 +124,7 @@ pub async fn mark_connected(app: &App, user_id: &str, device_id: &str) -> AppRes
             app.settings.timers.presence_ttl(),
         )
         .await?;
-    Ok(())
+    presence::device_connected(app, user_id, name, change).await
 }
 
 /// Releases the device if `socket_id` still holds it. Returns whether it did.
@@ -208,4 +225,82 @@ pub async fn revoke(app: &App, user_id: &str, device_id: &str) -> AppResult<bool
         tracing::info!(%user_id, %device_id, "session revoked");
     }
     Ok(deleted)
+}
+
+/// How many connects and disconnects a user's security log keeps (seed 001).
+const SECURITY_LOG_ENTRIES: usize = 100;
+/// The security log outlives the user's last activity by this long.
+const SECURITY_LOG_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Appends to the user's security log. A failure is logged, never fatal: the log is an
+/// audit aid, not state anything depends on.
+async fn log_security_event(
+    app: &App,
+    user_id: &str,
+    device_id: &str,
+    event: &str,
+    ip: Option<&str>,
+    user_agent: Option<&str>,
+) {
+    let entry = serde_json::json!({ "event": event, "deviceId": device_id, "ip": ip, "userAgent": user_agent, "at": app.now() });
+    if let Err(error) = app
+        .store
+        .log_push(
+            &keys::security_log(user_id),
+            &entry.to_string(),
+            SECURITY_LOG_ENTRIES,
+            Some(SECURITY_LOG_TTL),
+        )
+        .await
+    {
+        tracing::warn!(%user_id, %error, "could not append to the security log");
+    }
+}
+
+/// The user's security log, newest first.
+pub async fn security_log(app: &App, user_id: &str) -> AppResult<Vec<serde_json::Value>> {
+    let entries = app
+        .store
+        .log_range(&keys::security_log(user_id), SECURITY_LOG_ENTRIES)
+        .await?;
+    Ok(entries
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect())
+}
+
+/// Extends the sessions of devices connected here: a device that stays connected is active,
+/// so its session must not lapse under it.
+pub async fn refresh_connected(app: &App, devices: &[(String, String)]) -> AppResult<()> {
+    let now = app.now();
+    let ttl = session_ttl(app);
+    for (user_id, device_id) in devices {
+        update_record::<_, DeviceSession, DomainError, _>(
+            app.store.as_ref(),
+            &keys::session(user_id, device_id),
+            |current| match current {
+                Some(session) => Ok(Transition::Write(
+                    DeviceSession {
+                        last_active_at: now,
+                        ..session
+                    },
+                    Some(ttl),
+                )),
+                None => Err(DomainError::NotFound("revoked".into())),
+            },
+        )
+        .await
+        .or_else(|e| match e {
+            UpdateError::Rejected(_) => Ok(None),
+            other => Err(update_error(other)),
+        })?;
+        app.store
+            .index_add(
+                &keys::sessions(user_id),
+                std::slice::from_ref(device_id),
+                Some(ttl),
+            )
+            .await?;
+    }
+    Ok(())
 }
