@@ -37,7 +37,46 @@ pub struct App {
     pub started_at: Instant,
 }
 
+/// The connections an instance is built on.
+pub struct Backends {
+    pub store: Arc<dyn StateStore>,
+    pub db: Db,
+    pub bus: Arc<dyn Bus>,
+}
+
 impl App {
+    /// Assembles an instance's state. `Application::build` calls this with real
+    /// connections; service tests call it with a recording outbox and a manual clock.
+    pub fn new(
+        settings: Settings,
+        backends: Backends,
+        clock: Arc<dyn Clock>,
+        outbox: Arc<dyn Outbox>,
+    ) -> SharedApp {
+        let Backends { store, db, bus } = backends;
+        let auth = Authenticator::new(
+            settings.auth.jwt_secret.expose(),
+            settings.server.dev,
+            settings.limits.clone(),
+        );
+        let instance_id = settings.server.instance_id.clone();
+        Arc::new(App {
+            settings,
+            store,
+            db,
+            clock,
+            auth,
+            metrics: Metrics::new(),
+            instance_id,
+            outbox,
+            bus,
+            online_lists: Default::default(),
+            local: LocalSockets::default(),
+            timers: Default::default(),
+            started_at: Instant::now(),
+        })
+    }
+
     pub fn now(&self) -> Millis {
         self.clock.now_ms()
     }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -23,14 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 use crate::adapter::AdapterDriver;
-use crate::app::{App, LocalSockets, SharedApp};
-use crate::auth::Authenticator;
+use crate::app::{App, Backends, SharedApp};
 use crate::config::{Settings, StoreBackend, redact_url};
 use crate::gateway;
 use crate::http;
 use crate::jobs::{self, TimerHandler};
-use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::services::sessions;
 
 pub struct Application {
     listener: TcpListener,
@@ -94,7 +92,7 @@ impl Application {
         let (router, app) = match settings.store.backend {
             StoreBackend::Memory => {
                 let (layer, io) = builder.build_layer();
-                let app = new_app(
+                let app = App::new(
                     settings,
                     Backends { store, db, bus },
                     clock,
@@ -119,7 +117,7 @@ impl Application {
                 let (layer, io) = builder
                     .with_adapter::<CustomRedisAdapter<_, AdapterDriver>>(adapter)
                     .build_layer();
-                let app = new_app(
+                let app = App::new(
                     settings,
                     Backends { store, db, bus },
                     clock,
@@ -176,6 +174,10 @@ impl Application {
             adapter_driver,
         } = self;
         let stop_jobs = CancellationToken::new();
+        register_builtin_timers(&app);
+        if let Err(error) = sessions::schedule_sweep(&app).await {
+            tracing::warn!(%error, "could not schedule the session sweep");
+        }
         let mut jobs = jobs::spawn_all(app.clone(), stop_jobs.clone());
         if let Some(driver) = adapter_driver {
             jobs.spawn(driver.keepalive(stop_jobs.clone()));
@@ -209,41 +211,19 @@ impl Application {
     }
 }
 
-/// The connections an instance is built on.
-struct Backends {
-    store: Arc<dyn StateStore>,
-    db: Db,
-    bus: Arc<dyn Bus>,
-}
-
-fn new_app(
-    settings: Settings,
-    backends: Backends,
-    clock: Arc<dyn Clock>,
-    outbox: Arc<dyn Outbox>,
-) -> SharedApp {
-    let Backends { store, db, bus } = backends;
-    let auth = Authenticator::new(
-        settings.auth.jwt_secret.expose(),
-        settings.server.dev,
-        settings.limits.clone(),
+/// The timers the server itself schedules.
+fn register_builtin_timers(app: &SharedApp) {
+    app.timers.register(
+        sessions::CLEANUP_TIMER,
+        Arc::new(|app, _| {
+            Box::pin(async move {
+                match sessions::sweep_expired(&app).await {
+                    Ok(removed) => tracing::info!(removed, "session sweep done"),
+                    Err(error) => tracing::warn!(%error, "session sweep failed"),
+                }
+            })
+        }),
     );
-    let instance_id = settings.server.instance_id.clone();
-    Arc::new(App {
-        settings,
-        store,
-        db,
-        clock,
-        auth,
-        metrics: Metrics::new(),
-        instance_id,
-        outbox,
-        bus,
-        online_lists: Default::default(),
-        local: LocalSockets::default(),
-        timers: Default::default(),
-        started_at: Instant::now(),
-    })
 }
 
 fn compose<A: Adapter>(app: SharedApp, layer: SocketIoLayer<A>) -> Router {

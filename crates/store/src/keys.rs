@@ -78,6 +78,11 @@ pub fn sessions(user_id: &str) -> String {
     format!("sessions:{}", u(user_id))
 }
 
+/// Every user with a device session, for the periodic sweep of expired sessions.
+pub fn session_users() -> String {
+    "sessions:{users}".to_string()
+}
+
 /// The conversations a user deleted on their side (seed 003: `deleted:{userId}`).
 pub fn deleted_conversations(user_id: &str) -> String {
     format!("deleted:{}", u(user_id))

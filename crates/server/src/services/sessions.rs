@@ -80,6 +80,14 @@ pub async fn admit(app: &App, connect: &DeviceConnect) -> Result<Admitted, Admit
         .await
         .map_err(AppError::from)?;
 
+    app.store
+        .index_add(
+            &keys::session_users(),
+            std::slice::from_ref(&connect.user_id),
+            None,
+        )
+        .await
+        .map_err(AppError::from)?;
     log_security_event(
         app,
         &connect.user_id,
@@ -302,5 +310,41 @@ pub async fn refresh_connected(app: &App, devices: &[(String, String)]) -> AppRe
             )
             .await?;
     }
+    Ok(())
+}
+
+/// The timer kind of the periodic sweep of expired sessions.
+pub const CLEANUP_TIMER: &str = "session_cleanup";
+
+/// Seed 001's cleanup job: session records expire by themselves, so the sweep prunes the
+/// indexes that point at them. It runs from the deadline queue, so one instance does it
+/// each period, and schedules its next run.
+pub async fn sweep_expired(app: &App) -> AppResult<usize> {
+    let users = app.store.index_members(&keys::session_users()).await?;
+    let mut emptied = Vec::new();
+    for user_id in &users {
+        if list(app, user_id).await?.is_empty() {
+            emptied.push(user_id.clone());
+        }
+    }
+    if !emptied.is_empty() {
+        app.store
+            .index_remove(&keys::session_users(), &emptied)
+            .await?;
+    }
+    schedule_sweep(app).await?;
+    Ok(emptied.len())
+}
+
+/// (Re)schedules the next sweep one interval from now.
+pub async fn schedule_sweep(app: &App) -> AppResult<()> {
+    let interval = Duration::from_secs(app.settings.timers.session_cleanup_interval_secs.max(1));
+    let timer = switchboard_store::Timer {
+        id: format!("job:{CLEANUP_TIMER}"),
+        kind: CLEANUP_TIMER.to_string(),
+        payload: "{}".to_string(),
+        due_at: app.now() + interval.as_millis() as i64,
+    };
+    app.store.timer_schedule(&timer).await?;
     Ok(())
 }
