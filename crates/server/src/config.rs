@@ -52,6 +52,8 @@ pub struct Settings {
     pub timers: TimerSettings,
     pub presence: PresenceSettings,
     pub chat: ChatSettings,
+    pub rate_limits: RateLimits,
+    pub notifications: NotificationSettings,
     pub rooms: RoomSettings,
     pub limits: Limits,
     pub log: LogSettings,
@@ -228,16 +230,86 @@ impl Default for PresenceSettings {
 pub struct ChatSettings {
     /// Messages per conversation kept in the state store.
     pub message_cache_size: usize,
-    pub rate_limit_messages: u32,
-    pub rate_limit_window_secs: u64,
+    /// Most messages one group commit writes in a single transaction.
+    pub max_batch: usize,
 }
 
 impl Default for ChatSettings {
     fn default() -> Self {
+        Self { message_cache_size: 100, max_batch: 256 }
+    }
+}
+
+/// One sliding-window limit: at most `limit` actions per `window_secs` per user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window_secs: u64,
+}
+
+impl RateLimit {
+    pub const fn new(limit: u32, window_secs: u64) -> Self {
+        Self { limit, window_secs }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_secs.max(1))
+    }
+}
+
+/// Sliding-window rate limits per user and action (seed 001's `checkRateLimit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimits {
+    /// `message:send` (protocol §12: 10 per 10 s).
+    pub message: RateLimit,
+    /// `typing:start` refreshes.
+    pub typing: RateLimit,
+    /// Call attempts (`callUser`, `call:initiate`).
+    pub call: RateLimit,
+    /// `createRoom`.
+    pub room_create: RateLimit,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
         Self {
-            message_cache_size: 100,
-            rate_limit_messages: 10,
-            rate_limit_window_secs: 10,
+            message: RateLimit::new(10, 10),
+            typing: RateLimit::new(20, 10),
+            call: RateLimit::new(10, 60),
+            room_create: RateLimit::new(5, 60),
+        }
+    }
+}
+
+/// Push notifications (seed 001): queued, then POSTed to a webhook, signed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NotificationSettings {
+    /// Where notifications are POSTed; empty keeps them in the per-user list only.
+    pub webhook_url: String,
+    /// HMAC-SHA256 key of the signature header.
+    pub webhook_secret: Secret,
+    /// Delivery attempts before a notification goes to the dead-letter list.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles per attempt up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub request_timeout_secs: u64,
+    /// Notifications kept per user.
+    pub per_user: usize,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_secret: Secret::default(),
+            max_attempts: 5,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 60_000,
+            request_timeout_secs: 10,
+            per_user: 100,
         }
     }
 }

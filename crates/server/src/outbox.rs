@@ -16,6 +16,13 @@ pub trait Outbox: Send + Sync + 'static {
     }
     /// Emits once to every socket in any of `rooms`, on every instance.
     async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value);
+    /// Emits once to every socket in any of `rooms` except those in `except`, on every
+    /// instance (e.g. a conversation's members but not the sender's own devices).
+    async fn emit_except(&self, rooms: Vec<String>, except: String, event: &'static str, data: serde_json::Value);
+    /// Makes every socket in `room` (on every instance) join `target`.
+    async fn join(&self, room: String, target: String);
+    /// Makes every socket in `room` (on every instance) leave `target`.
+    async fn leave(&self, room: String, target: String);
     /// Emits to the sockets in `room` that are connected to this instance only.
     async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value);
     /// Disconnects every socket in `room`, on every instance.
@@ -40,6 +47,34 @@ impl<A: Adapter> Outbox for SocketIo<A> {
             }
             // Some sockets could not take it (closed, or slow consumers being dropped).
             Err(error) => tracing::debug!(event, %error, "broadcast partly failed"),
+        }
+    }
+
+    async fn emit_except(&self, rooms: Vec<String>, except: String, event: &'static str, data: serde_json::Value) {
+        if rooms.is_empty() {
+            return;
+        }
+        match self.to(rooms.clone()).except(except.clone()).emit(event, &data).await {
+            Ok(()) => {}
+            Err(BroadcastError::Adapter(error)) => {
+                tracing::warn!(event, %error, "cross-instance broadcast failed; delivering locally");
+                let _ = self.local().to(rooms).except(except).emit(event, &data).await;
+            }
+            Err(error) => tracing::debug!(event, %error, "broadcast partly failed"),
+        }
+    }
+
+    async fn join(&self, room: String, target: String) {
+        if let Err(error) = self.to(room.clone()).join(target.clone()).await {
+            tracing::warn!(%room, %target, %error, "cross-instance join failed; joining local sockets");
+            let _ = self.local().to(room).join(target).await;
+        }
+    }
+
+    async fn leave(&self, room: String, target: String) {
+        if let Err(error) = self.to(room.clone()).leave(target.clone()).await {
+            tracing::warn!(%room, %target, %error, "cross-instance leave failed; leaving local sockets");
+            let _ = self.local().to(room).leave(target).await;
         }
     }
 
@@ -69,6 +104,10 @@ impl<A: Adapter> Outbox for SocketIo<A> {
 pub mod rooms {
     pub fn user(user_id: &str) -> String {
         format!("user:{user_id}")
+    }
+
+    pub fn conversation(conversation_id: &str) -> String {
+        format!("conv:{conversation_id}")
     }
 
     pub fn device(user_id: &str, device_id: &str) -> String {

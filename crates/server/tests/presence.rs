@@ -26,6 +26,11 @@ impl Outbox for Recorder {
     async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value) {
         self.0.lock().unwrap().push((vec![room], event, data));
     }
+    async fn emit_except(&self, rooms: Vec<String>, _except: String, event: &'static str, data: serde_json::Value) {
+        self.0.lock().unwrap().push((rooms, event, data));
+    }
+    async fn join(&self, _room: String, _target: String) {}
+    async fn leave(&self, _room: String, _target: String) {}
     async fn disconnect(&self, _room: String) {}
     async fn close(&self) {}
 }
