@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard_db::{Db, DbOptions};
+use switchboard_domain::devices::DeviceConnect;
 use switchboard_domain::presence::UserStatus;
 use switchboard_domain::time::{Clock, ManualClock};
 use switchboard_server::app::{App, Backends, SharedApp};
@@ -26,7 +27,13 @@ impl Outbox for Recorder {
     async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value) {
         self.0.lock().unwrap().push((vec![room], event, data));
     }
-    async fn emit_except(&self, rooms: Vec<String>, _except: String, event: &'static str, data: serde_json::Value) {
+    async fn emit_except(
+        &self,
+        rooms: Vec<String>,
+        _except: String,
+        event: &'static str,
+        data: serde_json::Value,
+    ) {
         self.0.lock().unwrap().push((rooms, event, data));
     }
     async fn join(&self, _room: String, _target: String) {}
@@ -101,19 +108,23 @@ async fn harness(presence_ttl_secs: u64) -> Harness {
     }
 }
 
+/// Connects a device the way the gateway does: admit (session record), then mark it live.
 async fn connect(app: &App, user: &str, device: &str) {
-    sessions::mark_connected(app, user, user, device)
-        .await
-        .unwrap();
+    let admission = DeviceConnect {
+        user_id: user.into(),
+        device_id: device.into(),
+        socket_id: format!("{user}-{device}"),
+        instance_id: "test".into(),
+        ip: None,
+        user_agent: None,
+    };
+    sessions::admit(app, &admission).await.unwrap();
+    sessions::mark_connected(app, user, user, device).await.unwrap();
 }
 
+/// Disconnects a device the way the gateway does.
 async fn disconnect(app: &App, user: &str, device: &str) {
-    let change = app
-        .store
-        .presence_disconnect(user, device, app.now())
-        .await
-        .unwrap();
-    presence::device_released(app, user, change).await.unwrap();
+    assert!(sessions::release(app, user, device, &format!("{user}-{device}")).await.unwrap());
 }
 
 #[tokio::test]
