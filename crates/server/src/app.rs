@@ -2,6 +2,7 @@
 //! need to reach connected clients.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,6 +17,8 @@ use crate::config::Settings;
 use crate::jobs::TimerRegistry;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::services::messages::MessageWriter;
+use crate::services::notifications::{NotificationStats, Notifier};
 use crate::services::online_list::DirtyLists;
 
 /// Everything a service or handler needs, built once at start-up and shared by `Arc`.
@@ -34,7 +37,13 @@ pub struct App {
     pub online_lists: DirtyLists,
     pub local: LocalSockets,
     pub timers: TimerRegistry,
+    /// Webhook client and delivery slots of the notification worker.
+    pub notifier: Notifier,
+    /// Counters of the recurring jobs, shown on `/stats`.
+    pub job_stats: JobStats,
     pub started_at: Instant,
+    /// The group-commit writer of `message:send` (its task starts on the first message).
+    pub messages: MessageWriter,
 }
 
 /// The connections an instance is built on.
@@ -60,6 +69,7 @@ impl App {
             settings.limits.clone(),
         );
         let instance_id = settings.server.instance_id.clone();
+        let messages = MessageWriter::new(settings.chat.max_batch);
         Arc::new(App {
             settings,
             store,
@@ -73,7 +83,10 @@ impl App {
             online_lists: Default::default(),
             local: LocalSockets::default(),
             timers: Default::default(),
+            notifier: Notifier::default(),
+            job_stats: JobStats::default(),
             started_at: Instant::now(),
+            messages,
         })
     }
 
@@ -141,3 +154,44 @@ impl LocalSockets {
 }
 
 pub type SharedApp = Arc<App>;
+
+/// What this instance's recurring jobs did since start (seed 001's cleanup service stats).
+#[derive(Debug, Default)]
+pub struct JobStats {
+    pub session_sweep: RunStats,
+    pub notifications: NotificationStats,
+}
+
+/// Runs of a periodic job on this instance.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    pub runs: AtomicU64,
+    pub failures: AtomicU64,
+    /// Unix ms of the last run, 0 if none.
+    pub last_run_at: AtomicI64,
+    /// What the last successful run reported (for the sweep: entries removed).
+    pub last_result: AtomicU64,
+}
+
+impl RunStats {
+    pub fn ran(&self, now: Millis, outcome: Result<u64, ()>) {
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        self.last_run_at.store(now, Ordering::Relaxed);
+        match outcome {
+            Ok(result) => self.last_result.store(result, Ordering::Relaxed),
+            Err(()) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let at = self.last_run_at.load(Ordering::Relaxed);
+        serde_json::json!({
+            "runs": self.runs.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "lastRunAt": (at > 0).then_some(at),
+            "lastResult": self.last_result.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -236,7 +236,10 @@ pub struct ChatSettings {
 
 impl Default for ChatSettings {
     fn default() -> Self {
-        Self { message_cache_size: 100, max_batch: 256 }
+        Self {
+            message_cache_size: 100,
+            max_batch: 256,
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`outbox`]: emitting to rooms on every instance, whatever the adapter.
 //! - [`adapter`]: the Socket.IO Redis adapter's reconnecting driver.
 //! - [`bus`]: messages between instances (Redis pub/sub, or in-process).
+//! - [`webhook`]: signed outgoing webhook POSTs (HMAC-SHA256) and their verification.
 //! - [`error`]: the one mapping from failures to ack codes and HTTP statuses.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and structured logs.
 
@@ -30,3 +31,4 @@ pub mod outbox;
 pub mod services;
 pub mod startup;
 pub mod telemetry;
+pub mod webhook;

@@ -18,7 +18,13 @@ pub trait Outbox: Send + Sync + 'static {
     async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value);
     /// Emits once to every socket in any of `rooms` except those in `except`, on every
     /// instance (e.g. a conversation's members but not the sender's own devices).
-    async fn emit_except(&self, rooms: Vec<String>, except: String, event: &'static str, data: serde_json::Value);
+    async fn emit_except(
+        &self,
+        rooms: Vec<String>,
+        except: String,
+        event: &'static str,
+        data: serde_json::Value,
+    );
     /// Makes every socket in `room` (on every instance) join `target`.
     async fn join(&self, room: String, target: String);
     /// Makes every socket in `room` (on every instance) leave `target`.
@@ -50,15 +56,31 @@ impl<A: Adapter> Outbox for SocketIo<A> {
         }
     }
 
-    async fn emit_except(&self, rooms: Vec<String>, except: String, event: &'static str, data: serde_json::Value) {
+    async fn emit_except(
+        &self,
+        rooms: Vec<String>,
+        except: String,
+        event: &'static str,
+        data: serde_json::Value,
+    ) {
         if rooms.is_empty() {
             return;
         }
-        match self.to(rooms.clone()).except(except.clone()).emit(event, &data).await {
+        match self
+            .to(rooms.clone())
+            .except(except.clone())
+            .emit(event, &data)
+            .await
+        {
             Ok(()) => {}
             Err(BroadcastError::Adapter(error)) => {
                 tracing::warn!(event, %error, "cross-instance broadcast failed; delivering locally");
-                let _ = self.local().to(rooms).except(except).emit(event, &data).await;
+                let _ = self
+                    .local()
+                    .to(rooms)
+                    .except(except)
+                    .emit(event, &data)
+                    .await;
             }
             Err(error) => tracing::debug!(event, %error, "broadcast partly failed"),
         }

@@ -28,7 +28,7 @@ use crate::config::{Settings, StoreBackend, redact_url};
 use crate::gateway;
 use crate::http;
 use crate::jobs::{self, TimerHandler};
-use crate::services::sessions;
+use crate::services::{notifications, sessions, typing};
 
 pub struct Application {
     listener: TcpListener,
@@ -217,12 +217,30 @@ fn register_builtin_timers(app: &SharedApp) {
         sessions::CLEANUP_TIMER,
         Arc::new(|app, _| {
             Box::pin(async move {
-                match sessions::sweep_expired(&app).await {
-                    Ok(removed) => tracing::info!(removed, "session sweep done"),
-                    Err(error) => tracing::warn!(%error, "session sweep failed"),
+                let outcome = sessions::sweep_expired(&app).await;
+                let stats = &app.job_stats.session_sweep;
+                match outcome {
+                    Ok(removed) => {
+                        stats.ran(app.now(), Ok(removed as u64));
+                        tracing::info!(removed, "session sweep done")
+                    }
+                    Err(error) => {
+                        stats.ran(app.now(), Err(()));
+                        tracing::warn!(%error, "session sweep failed")
+                    }
                 }
             })
         }),
+    );
+    for kind in [notifications::HIGH_TIMER, notifications::NORMAL_TIMER] {
+        app.timers.register(
+            kind,
+            Arc::new(|app, timer| Box::pin(notifications::on_timer(app, timer))),
+        );
+    }
+    app.timers.register(
+        typing::TYPING_TIMER,
+        Arc::new(|app, timer| Box::pin(async move { typing::expired(&app, &timer).await })),
     );
 }
 

@@ -119,12 +119,18 @@ async fn connect(app: &App, user: &str, device: &str) {
         user_agent: None,
     };
     sessions::admit(app, &admission).await.unwrap();
-    sessions::mark_connected(app, user, user, device).await.unwrap();
+    sessions::mark_connected(app, user, user, device)
+        .await
+        .unwrap();
 }
 
 /// Disconnects a device the way the gateway does.
 async fn disconnect(app: &App, user: &str, device: &str) {
-    assert!(sessions::release(app, user, device, &format!("{user}-{device}")).await.unwrap());
+    assert!(
+        sessions::release(app, user, device, &format!("{user}-{device}"))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@ use crate::bus::{Bus, MemoryBus, RedisBus};
 use crate::memory::MemoryStore;
 use crate::redis::{RedisOptions, RedisStore};
 use crate::{
-    CasOutcome, PresenceEntry, StateStore, StoreError, Timer, Transition, keys, update_record,
+    CachedMessage, CasOutcome, PresenceEntry, RecentPage, StateStore, StoreError, Timer,
+    Transition, keys, update_record,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -261,6 +262,17 @@ macro_rules! store_conformance_tests {
             cache_ttl,
             cache_invalidate,
             counters_add_reset_list,
+            counters_add_many_in_order,
+            counters_add_many_concurrent_batches_lose_none,
+            recent_cold_cache_is_none_and_add_writes_nothing,
+            recent_pages_newest_before_after,
+            recent_add_replaces_and_trims_to_newest,
+            recent_update_replaces_json,
+            recent_complete_flag,
+            recent_ttl_expiry_makes_it_cold,
+            recent_invalidate_makes_it_cold,
+            recent_concurrent_adds_keep_newest_max,
+            recent_wrong_kind_is_corrupt,
             capped_log_newest_first,
             capped_log_ttl,
             rate_limit_allows_exactly_limit,
@@ -696,6 +708,522 @@ pub async fn counters_add_reset_list(f: &Fixture) {
     );
 }
 
+/// A member's unread counts bumped by a message, for every member at once.
+pub async fn counters_add_many_in_order(f: &Fixture) {
+    let s = &f.store;
+    let (a, b) = (keys::unread("a"), keys::unread("b"));
+    assert!(s.counters_add_many(&[]).await.unwrap().is_empty());
+    s.counter_add(&a, "conv-1", 4).await.unwrap();
+    let updates = vec![
+        (a.clone(), "conv-1".to_owned(), 1),
+        (b.clone(), "conv-1".to_owned(), 1),
+        (a.clone(), "conv-2".to_owned(), 2),
+        (a.clone(), "conv-1".to_owned(), 1),
+        (b.clone(), "conv-3".to_owned(), 0),
+    ];
+    assert_eq!(
+        s.counters_add_many(&updates).await.unwrap(),
+        vec![5, 1, 2, 6, 0],
+        "new values in order, a key repeated in a batch sees its earlier update"
+    );
+    assert_eq!(
+        s.counters(&a).await.unwrap(),
+        vec![("conv-1".into(), 6), ("conv-2".into(), 2)]
+    );
+    assert_eq!(s.counters(&b).await.unwrap(), vec![("conv-1".into(), 1)]);
+    // Coming back to zero removes the field, as with counter_add.
+    let back = vec![(b.clone(), "conv-1".to_owned(), -1)];
+    assert_eq!(s.counters_add_many(&back).await.unwrap(), vec![0]);
+    assert!(s.counters(&b).await.unwrap().is_empty());
+    s.counter_reset(&a, "conv-1").await.unwrap();
+    let again = vec![(a.clone(), "conv-1".to_owned(), 1)];
+    assert_eq!(s.counters_add_many(&again).await.unwrap(), vec![1]);
+}
+
+/// Concurrent messages in one conversation bump every member: no increment is lost.
+pub async fn counters_add_many_concurrent_batches_lose_none(f: &Fixture) {
+    let members: Vec<String> = (0..5).map(|i| keys::unread(&format!("m{i}"))).collect();
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let store = f.instance(i);
+        let updates: Vec<(String, String, i64)> = members
+            .iter()
+            .map(|k| (k.clone(), "conv".to_owned(), 1))
+            .collect();
+        tasks.spawn(async move {
+            for _ in 0..5 {
+                store.counters_add_many(&updates).await.expect("batch");
+            }
+        });
+    }
+    tasks.join_all().await;
+    for key in &members {
+        assert_eq!(
+            f.store.counters(key).await.unwrap(),
+            vec![("conv".into(), 80)],
+            "{key}"
+        );
+    }
+}
+
+const MAX: usize = 100;
+
+fn msg(id: &str, created_at: Millis) -> CachedMessage {
+    CachedMessage {
+        id: id.to_owned(),
+        created_at,
+        json: format!(r#"{{"id":"{id}"}}"#),
+    }
+}
+
+fn page_ids(page: &Option<RecentPage>) -> Option<(Vec<String>, bool)> {
+    page.as_ref()
+        .map(|p| (p.entries.iter().map(|m| m.id.clone()).collect(), p.complete))
+}
+
+fn ids(items: &[&str], complete: bool) -> Option<(Vec<String>, bool)> {
+    Some((strings(items), complete))
+}
+
+async fn page(
+    s: &Arc<dyn StateStore>,
+    key: &str,
+    before: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Option<(Vec<String>, bool)> {
+    page_ids(
+        &s.recent_page(key, before, after, limit)
+            .await
+            .expect("page"),
+    )
+}
+
+pub async fn recent_cold_cache_is_none_and_add_writes_nothing(f: &Fixture) {
+    let (s, key) = (&f.store, keys::messages("cold"));
+    assert_eq!(s.recent_page(&key, None, None, 10).await.unwrap(), None);
+    assert_eq!(
+        s.recent_page(&key, Some("x"), None, 10).await.unwrap(),
+        None
+    );
+    assert!(
+        !s.recent_add(&key, &[msg("m1", 1)], MAX, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert!(!s.recent_update(&key, "m1", "{}").await.unwrap());
+    assert_eq!(
+        s.recent_page(&key, None, None, 10).await.unwrap(),
+        None,
+        "an add to a cold cache creates no partial cache"
+    );
+    // A conversation without messages is cached as warm and empty.
+    let empty = keys::messages("empty");
+    s.recent_fill(&empty, &[], MAX, LONG_TTL).await.unwrap();
+    assert_eq!(page(s, &empty, None, None, 10).await, ids(&[], true));
+    assert!(
+        s.recent_add(&empty, &[msg("m1", 1)], MAX, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert_eq!(page(s, &empty, None, None, 10).await, ids(&["m1"], true));
+}
+
+pub async fn recent_pages_newest_before_after(f: &Fixture) {
+    let (s, key) = (&f.store, keys::messages("c1"));
+    let t = f.now();
+    // Unsorted, with ties on created_at broken by id.
+    let entries = [
+        msg("e", t + 3),
+        msg("a", t + 1),
+        msg("d", t + 2),
+        msg("c", t + 2),
+        msg("b", t + 2),
+        msg("f", t + 4),
+    ];
+    s.recent_fill(&key, &entries, MAX, LONG_TTL).await.unwrap();
+    let full = s.recent_page(&key, None, None, 10).await.unwrap().unwrap();
+    assert_eq!(
+        full.entries,
+        vec![
+            msg("a", t + 1),
+            msg("b", t + 2),
+            msg("c", t + 2),
+            msg("d", t + 2),
+            msg("e", t + 3),
+            msg("f", t + 4),
+        ],
+        "ascending by (created_at, id), with created_at and json intact"
+    );
+    assert!(full.complete);
+    assert_eq!(page(s, &key, None, None, 2).await, ids(&["e", "f"], true));
+    assert_eq!(page(s, &key, None, None, 0).await, ids(&[], true));
+    assert_eq!(
+        page(s, &key, Some("e"), None, 2).await,
+        ids(&["c", "d"], true)
+    );
+    assert_eq!(
+        page(s, &key, Some("c"), None, 5).await,
+        ids(&["a", "b"], true)
+    );
+    assert_eq!(page(s, &key, Some("a"), None, 5).await, ids(&[], true));
+    assert_eq!(
+        page(s, &key, None, Some("b"), 2).await,
+        ids(&["c", "d"], true),
+        "oldest first, just after the cursor"
+    );
+    assert_eq!(
+        page(s, &key, None, Some("d"), 10).await,
+        ids(&["e", "f"], true)
+    );
+    assert_eq!(page(s, &key, None, Some("f"), 10).await, ids(&[], true));
+    assert_eq!(
+        page(s, &key, Some("f"), Some("b"), 2).await,
+        ids(&["c", "d"], true),
+        "both cursors: the first entries after `after`, older than `before`"
+    );
+    assert_eq!(
+        page(s, &key, Some("d"), Some("b"), 10).await,
+        ids(&["c"], true)
+    );
+    assert_eq!(
+        page(s, &key, Some("b"), Some("d"), 10).await,
+        ids(&[], true)
+    );
+    // A refill replaces everything.
+    s.recent_fill(&key, &[msg("z", t)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(page(s, &key, None, None, 10).await, ids(&["z"], true));
+}
+
+pub async fn recent_add_replaces_and_trims_to_newest(f: &Fixture) {
+    let (s, key) = (&f.store, keys::messages("c1"));
+    let t = f.now();
+    let entries: Vec<_> = (0..5).map(|i| msg(&format!("m{i}"), t + i)).collect();
+    s.recent_fill(&key, &entries, 5, LONG_TTL).await.unwrap();
+    // Replacing by id keeps the count; the replacement takes the new json.
+    let mut edited = msg("m4", t + 4);
+    edited.json = "edited".into();
+    assert!(
+        s.recent_add(&key, &[edited.clone()], 5, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    let got = s.recent_page(&key, None, None, 10).await.unwrap().unwrap();
+    assert_eq!(got.entries.len(), 5);
+    assert_eq!(got.entries[4], edited);
+    // Adds beyond max drop the oldest; an entry older than all of a full cache is dropped.
+    assert!(
+        s.recent_add(
+            &key,
+            &[msg("m6", t + 6), msg("m5", t + 5), msg("old", t - 1)],
+            5,
+            LONG_TTL
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        page(s, &key, None, None, 10).await.map(|p| p.0),
+        Some(strings(&["m2", "m3", "m4", "m5", "m6"]))
+    );
+    // A fill with more than max keeps the newest max; duplicates count once, the later wins.
+    let mut many: Vec<_> = (0..8).map(|i| msg(&format!("n{i}"), t + i)).collect();
+    many.push(msg("n7", t + 100));
+    s.recent_fill(&key, &many, 3, LONG_TTL).await.unwrap();
+    let got = s.recent_page(&key, None, None, 10).await.unwrap().unwrap();
+    assert_eq!(
+        got.entries,
+        vec![msg("n5", t + 5), msg("n6", t + 6), msg("n7", t + 100)]
+    );
+}
+
+pub async fn recent_update_replaces_json(f: &Fixture) {
+    let (s, key) = (&f.store, keys::messages("c1"));
+    let t = f.now();
+    s.recent_fill(&key, &[msg("a", t), msg("b", t + 1)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    assert!(
+        s.recent_update(&key, "a", r#"{"deleted":true}"#)
+            .await
+            .unwrap()
+    );
+    assert!(!s.recent_update(&key, "unknown", "{}").await.unwrap());
+    assert!(!s.recent_update(&key, "", "{}").await.unwrap());
+    let got = s.recent_page(&key, None, None, 10).await.unwrap().unwrap();
+    assert_eq!(
+        got.entries,
+        vec![
+            CachedMessage {
+                id: "a".into(),
+                created_at: t,
+                json: r#"{"deleted":true}"#.into(),
+            },
+            msg("b", t + 1),
+        ],
+        "only the json changes, and no entry is created"
+    );
+}
+
+pub async fn recent_complete_flag(f: &Fixture) {
+    let s = &f.store;
+    let t = f.now();
+    let five: Vec<_> = (0..5).map(|i| msg(&format!("m{i}"), t + i)).collect();
+
+    // A small conversation cached whole: every page is authoritative, even past the oldest.
+    let small = keys::messages("small");
+    s.recent_fill(&small, &five, MAX, LONG_TTL).await.unwrap();
+    assert_eq!(
+        page(s, &small, None, None, 10).await,
+        ids(&["m0", "m1", "m2", "m3", "m4"], true)
+    );
+    assert_eq!(
+        page(s, &small, Some("m1"), None, 10).await,
+        ids(&["m0"], true)
+    );
+    assert_eq!(page(s, &small, Some("m0"), None, 10).await, ids(&[], true));
+    // A cursor outside the cache cannot be answered.
+    assert_eq!(
+        page(s, &small, Some("gone"), None, 10).await,
+        ids(&[], false)
+    );
+    assert_eq!(
+        page(s, &small, None, Some("gone"), 10).await,
+        ids(&[], false)
+    );
+    assert_eq!(
+        page(s, &small, Some("m3"), Some("gone"), 10).await,
+        ids(&[], false)
+    );
+
+    // A full cache (the fill got max entries): older messages may be in the database.
+    let full = keys::messages("full");
+    s.recent_fill(&full, &five, 5, LONG_TTL).await.unwrap();
+    assert_eq!(
+        page(s, &full, None, None, 5).await,
+        ids(&["m0", "m1", "m2", "m3", "m4"], true),
+        "exactly limit entries: authoritative"
+    );
+    assert_eq!(
+        page(s, &full, None, None, 6).await,
+        ids(&["m0", "m1", "m2", "m3", "m4"], false),
+        "ran into the oldest cached entry"
+    );
+    assert_eq!(
+        page(s, &full, Some("m3"), None, 2).await,
+        ids(&["m1", "m2"], true)
+    );
+    assert_eq!(
+        page(s, &full, Some("m2"), None, 3).await,
+        ids(&["m0", "m1"], false)
+    );
+    assert_eq!(page(s, &full, Some("m0"), None, 1).await, ids(&[], false));
+    assert_eq!(
+        page(s, &full, None, Some("m0"), 10).await,
+        ids(&["m1", "m2", "m3", "m4"], true),
+        "newer entries are always cached"
+    );
+
+    // A whole cache stays whole while adds fit, and turns partial once one is trimmed.
+    let growing = keys::messages("growing");
+    s.recent_fill(&growing, &five[..3], 4, LONG_TTL)
+        .await
+        .unwrap();
+    assert!(
+        s.recent_add(&growing, &five[3..4], 4, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        page(s, &growing, None, None, 10).await,
+        ids(&["m0", "m1", "m2", "m3"], true)
+    );
+    assert!(
+        s.recent_add(&growing, &five[4..], 4, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        page(s, &growing, None, None, 10).await,
+        ids(&["m1", "m2", "m3", "m4"], false)
+    );
+
+    // A cache of at most nothing is warm but knows nothing.
+    let none = keys::messages("none");
+    s.recent_fill(&none, &five, 0, LONG_TTL).await.unwrap();
+    assert_eq!(page(s, &none, None, None, 10).await, ids(&[], false));
+}
+
+pub async fn recent_ttl_expiry_makes_it_cold(f: &Fixture) {
+    let s = &f.store;
+    let t = f.now();
+    let (short, renewed, empty, kept) = (
+        keys::messages("short"),
+        keys::messages("renewed"),
+        keys::messages("empty"),
+        keys::messages("kept"),
+    );
+    s.recent_fill(&short, &[msg("a", t)], MAX, SHORT_TTL)
+        .await
+        .unwrap();
+    s.recent_fill(&renewed, &[msg("a", t)], MAX, SHORT_TTL)
+        .await
+        .unwrap();
+    s.recent_fill(&empty, &[], MAX, SHORT_TTL).await.unwrap();
+    s.recent_fill(&kept, &[msg("a", t)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    // An add renews the TTL; an update does not.
+    assert!(
+        s.recent_add(&renewed, &[msg("b", t + 1)], MAX, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert!(s.recent_update(&short, "a", "{}").await.unwrap());
+    f.advance(PAST_SHORT_TTL).await;
+    assert_eq!(s.recent_page(&short, None, None, 10).await.unwrap(), None);
+    assert_eq!(s.recent_page(&empty, None, None, 10).await.unwrap(), None);
+    assert!(
+        !s.recent_add(&short, &[msg("c", t + 2)], MAX, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.recent_page(&short, None, None, 10).await.unwrap(), None);
+    assert_eq!(
+        page(s, &renewed, None, None, 10).await,
+        ids(&["a", "b"], true)
+    );
+    assert_eq!(page(s, &kept, None, None, 10).await, ids(&["a"], true));
+}
+
+pub async fn recent_invalidate_makes_it_cold(f: &Fixture) {
+    let s = &f.store;
+    let t = f.now();
+    let (a, empty, kept) = (
+        keys::messages("a"),
+        keys::messages("empty"),
+        keys::messages("kept"),
+    );
+    s.recent_fill(&a, &[msg("m1", t)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    s.recent_fill(&empty, &[], MAX, LONG_TTL).await.unwrap();
+    s.recent_fill(&kept, &[msg("m1", t)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    s.cache_invalidate(&[a.clone(), empty.clone(), keys::conversation("a")])
+        .await
+        .unwrap();
+    assert_eq!(s.recent_page(&a, None, None, 10).await.unwrap(), None);
+    assert_eq!(s.recent_page(&empty, None, None, 10).await.unwrap(), None);
+    assert!(
+        !s.recent_add(&a, &[msg("m2", t + 1)], MAX, LONG_TTL)
+            .await
+            .unwrap()
+    );
+    assert!(!s.recent_update(&a, "m1", "{}").await.unwrap());
+    assert_eq!(s.recent_page(&a, None, None, 10).await.unwrap(), None);
+    assert_eq!(page(s, &kept, None, None, 10).await, ids(&["m1"], true));
+    // A refill after the invalidation starts from what it is given only.
+    s.recent_fill(&a, &[msg("m3", t + 3)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(page(s, &a, None, None, 10).await, ids(&["m3"], true));
+}
+
+/// Eight instances add 25 messages each, one by one or in small batches, into a cache of
+/// at most 100 that already holds older messages: it never holds more than 100, and ends
+/// with exactly the newest 100.
+pub async fn recent_concurrent_adds_keep_newest_max(f: &Fixture) {
+    let key = keys::messages("busy");
+    let t = f.now();
+    let older: Vec<_> = (0..60).map(|i| msg(&format!("old{i:02}"), t + i)).collect();
+    f.store
+        .recent_fill(&key, &older, MAX, LONG_TTL)
+        .await
+        .unwrap();
+    let mut tasks = JoinSet::new();
+    for task in 0..8_i64 {
+        let (store, key) = (f.instance(task as usize), key.clone());
+        tasks.spawn(async move {
+            let mut i = 0;
+            while i < 25 {
+                let n = if (task + i) % 3 == 0 {
+                    2.min(25 - i)
+                } else {
+                    1
+                };
+                let batch: Vec<_> = (i..i + n)
+                    .map(|j| {
+                        // Interleaved times, with ties between tasks broken by id.
+                        msg(&format!("t{task}-{j:02}"), t + 1_000 + j * 4 + task / 2)
+                    })
+                    .collect();
+                assert!(
+                    store
+                        .recent_add(&key, &batch, MAX, LONG_TTL)
+                        .await
+                        .expect("add")
+                );
+                let held = store
+                    .recent_page(&key, None, None, usize::MAX)
+                    .await
+                    .expect("page")
+                    .expect("warm");
+                assert!(held.entries.len() <= MAX, "{}", held.entries.len());
+                i += n;
+            }
+        });
+    }
+    tasks.join_all().await;
+    let mut all: Vec<CachedMessage> = older;
+    for task in 0..8_i64 {
+        all.extend((0..25).map(|j| msg(&format!("t{task}-{j:02}"), t + 1_000 + j * 4 + task / 2)));
+    }
+    all.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let newest = all.split_off(all.len() - MAX);
+    let got = f
+        .store
+        .recent_page(&key, None, None, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.entries, newest);
+    assert!(
+        !got.complete,
+        "trimmed: older messages are in the database only"
+    );
+}
+
+pub async fn recent_wrong_kind_is_corrupt(f: &Fixture) {
+    let s = &f.store;
+    let key = keys::messages("typed");
+    s.log_push(&key, "x", 10, Some(LONG_TTL)).await.unwrap();
+    assert!(matches!(
+        s.recent_page(&key, None, None, 10).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.recent_add(&key, &[msg("a", 1)], MAX, LONG_TTL).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(matches!(
+        s.recent_update(&key, "a", "{}").await,
+        Err(StoreError::Corrupt(_))
+    ));
+    // A fill replaces whatever the key held.
+    s.recent_fill(&key, &[msg("a", 1)], MAX, LONG_TTL)
+        .await
+        .unwrap();
+    assert_eq!(page(s, &key, None, None, 10).await, ids(&["a"], true));
+    assert!(matches!(
+        s.log_range(&key, 10).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
 pub async fn capped_log_newest_first(f: &Fixture) {
     let (s, key) = (&f.store, keys::notifications("u1"));
     assert!(s.log_range(&key, 10).await.unwrap().is_empty());
@@ -715,7 +1243,7 @@ pub async fn capped_log_newest_first(f: &Fixture) {
 
 pub async fn capped_log_ttl(f: &Fixture) {
     let s = &f.store;
-    let (short, long) = (keys::messages("short"), keys::messages("long"));
+    let (short, long) = (keys::notifications("short"), keys::notifications("long"));
     s.log_push(&short, "m1", 100, Some(SHORT_TTL))
         .await
         .unwrap();

@@ -109,13 +109,23 @@ pub fn unread(user_id: &str) -> String {
     format!("unread:{}", u(user_id))
 }
 
-// --- Capped logs ------------------------------------------------------------------------
+// --- Recent-message caches -------------------------------------------------------------
 
-/// A conversation's most recent messages, newest first (seed 003: `messages:{chatId}`, last
-/// 100, TTL 2 h).
+/// A conversation's recent-message cache: its newest messages, ordered by
+/// `(created_at, id)` (seed 003: `messages:{chatId}`, sorted set of the last 100, TTL 2 h).
+/// On Redis it is this sorted set plus the hash [`recent_json`] of the same slot.
 pub fn messages(conversation_id: &str) -> String {
     format!("messages:{}", c(conversation_id))
 }
+
+/// The companion of a recent-message cache key (used by the backends only): message id →
+/// json, plus the field `""` holding the cache's state (`whole` or `partial`). It exists
+/// exactly while the cache is warm. It shares the cache key's hash tag, so the key's slot.
+pub fn recent_json(cache_key: &str) -> String {
+    format!("{cache_key}:json")
+}
+
+// --- Capped logs ------------------------------------------------------------------------
 
 /// A user's recent notifications, newest first (seed 001: `notifications:{userId}`, max 100).
 pub fn notifications(user_id: &str) -> String {
@@ -219,5 +229,6 @@ mod tests {
         assert_eq!(hash_tag("a{x}{y}"), "x");
         assert_eq!(hash_tag(&call_request("c1")), "call:c1");
         assert_eq!(hash_tag(&messages("c1")), "c:c1");
+        assert_eq!(hash_tag(&recent_json(&messages("c1"))), "c:c1");
     }
 }

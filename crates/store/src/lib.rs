@@ -149,12 +149,40 @@ impl PresenceEntry {
     }
 }
 
+/// One message in a conversation's recent-message cache (see [`StateStore::recent_fill`]).
+///
+/// Entries are ordered by `(created_at, id)`: ids break ties between messages created in the
+/// same millisecond, compared byte-wise (Rust's `str` order, which is also Redis's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedMessage {
+    /// Unique in the conversation and never empty (entries with an empty id are ignored).
+    pub id: String,
+    pub created_at: Millis,
+    /// Opaque to the store: the message as the caller will send it (JSON in practice).
+    pub json: String,
+}
+
+/// A page read from a recent-message cache by [`StateStore::recent_page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentPage {
+    /// Oldest first (ascending `(created_at, id)`), at most `limit` entries.
+    pub entries: Vec<CachedMessage>,
+    /// Whether `entries` is exactly what the database would answer for the same page. False
+    /// when the cursor is not in the cache, or when the page would need messages older than
+    /// the oldest cached one and the cache does not hold the conversation's beginning (see
+    /// [`StateStore::recent_page`]). The caller then asks the database instead.
+    pub complete: bool,
+}
+
 /// How long a user's presence metadata (status, last seen, in-call flag) outlives the user's
 /// last activity.
 /// A user-set status survives reconnects and short absences, and memory stays bounded.
 pub const PRESENCE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The state store. Every method is one atomic operation (one round trip on Redis).
+/// The state store. Every method is one atomic operation (one round trip on Redis), except
+/// the batches over keys of several entities, which are one round trip of operations each
+/// atomic on its own: [`cache_invalidate`](Self::cache_invalidate) and
+/// [`counters_add_many`](Self::counters_add_many).
 ///
 /// Keys are logical (see [`keys`]); a backend may add its own prefix. Each key holds one
 /// kind of data: using a key with a method of another kind fails with
@@ -213,6 +241,7 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// `None` on a miss; `Some(vec![])` for a cached empty set.
     async fn cache_get_members(&self, key: &str) -> StoreResult<Option<Vec<String>>>;
+    /// Deletes cached values, sets and recent-message caches (which turn cold).
     async fn cache_invalidate(&self, keys: &[String]) -> StoreResult<()>;
 
     // --- Counters: a hash of integer fields per key (e.g. unread counts per user) -------
@@ -223,6 +252,71 @@ pub trait StateStore: Send + Sync + 'static {
     /// Every non-zero field of the key.
     async fn counters(&self, key: &str) -> StoreResult<Vec<(String, i64)>>;
     async fn counter_reset(&self, key: &str, field: &str) -> StoreResult<()>;
+
+    /// Applies [`counter_add`](Self::counter_add) to each `(key, field, delta)` in order and
+    /// returns the new values in the same order, in one round trip (e.g. the unread counts
+    /// of every member of a conversation). Each increment is atomic on its own; the batch is
+    /// not a transaction: another client may see some of the increments before the others,
+    /// and on an error some increments may have been applied (the keys may live on
+    /// different cluster nodes, one per user).
+    async fn counters_add_many(&self, updates: &[(String, String, i64)]) -> StoreResult<Vec<i64>>;
+
+    // --- Recent-message caches: the newest messages of a conversation ------------------
+    //
+    // A cache is cold (absent) or warm. Only `recent_fill` makes it warm, with what the
+    // database holds, so a partial cache is never created: `recent_add` and
+    // `recent_update` on a cold cache do nothing. It turns cold again when its TTL runs
+    // out or on `cache_invalidate(&[key])`. A warm cache holds the newest messages of the
+    // conversation, contiguous (nothing in between is missing), ordered by
+    // `(created_at, id)`, and knows whether it also holds the oldest message of the
+    // conversation ("whole") or older messages may exist only in the database ("partial").
+    // Keys: `keys::messages(conversation_id)`.
+
+    /// Replaces the cache with the newest `max` of `entries` (any order; of two entries with
+    /// the same id the later one wins) and makes it warm for `ttl`. `entries` must be the
+    /// newest `max` messages of the conversation, or all of them when it has fewer: a fill
+    /// with fewer than `max` distinct entries declares the cache whole (an empty fill caches
+    /// a conversation without messages), one with `max` or more makes it partial.
+    async fn recent_fill(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<()>;
+    /// If the cache is warm: adds `entries` (an entry whose id is cached replaces it, json
+    /// and `created_at`), drops the oldest entries beyond `max` (which makes the cache
+    /// partial), resets the TTL to `ttl` and returns true. If it is cold: writes nothing and
+    /// returns false (the next reader fills it from the database).
+    async fn recent_add(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<bool>;
+    /// Replaces the json of the cached entry `id` (edits, reactions, deletions) and returns
+    /// true; false when the cache is cold or does not hold `id`. The TTL is left alone.
+    async fn recent_update(&self, key: &str, id: &str, json: &str) -> StoreResult<bool>;
+    /// Reads a page, oldest first; `None` when the cache is cold.
+    ///
+    /// - no cursor: the newest `limit` entries;
+    /// - `before: Some(id)`: the `limit` entries just older than `id`;
+    /// - `after: Some(id)`: the `limit` entries just newer than `id`;
+    /// - both: the first `limit` entries after `after` that are older than `before`.
+    ///
+    /// `complete` is false when a cursor is not in the cache (then `entries` is empty), or
+    /// when the page holds fewer than `limit` entries because it reached the oldest cached
+    /// entry (no cursor or `before` only) while the cache is partial. Otherwise the page is
+    /// what the database would answer: an `after` page is always complete (the cache holds
+    /// the newest messages), and so is a page of exactly `limit` entries.
+    async fn recent_page(
+        &self,
+        key: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Option<RecentPage>>;
 
     // --- Capped logs: newest-first lists of at most `max` entries ----------------------
 

@@ -18,8 +18,8 @@ use switchboard_domain::Millis;
 use switchboard_domain::time::Clock;
 
 use crate::{
-    CasOutcome, PRESENCE_RETENTION, PresenceChange, PresenceEntry, RateDecision, StateStore,
-    StoreError, StoreResult, Timer, Versioned, keys, ttl_ms,
+    CachedMessage, CasOutcome, PRESENCE_RETENTION, PresenceChange, PresenceEntry, RateDecision,
+    RecentPage, StateStore, StoreError, StoreResult, Timer, Versioned, keys, ttl_ms,
 };
 
 /// The embedded single-instance state store.
@@ -87,6 +87,7 @@ enum Value {
     CachedSet(BTreeSet<String>),
     Counters(BTreeMap<String, i64>),
     Log(VecDeque<String>),
+    Recent(RecentCache),
     /// Rate-limit hit times, ascending.
     Hits(VecDeque<Millis>),
     /// Presence: device id → liveness expiry.
@@ -109,9 +110,90 @@ impl Value {
             Value::CachedSet(_) => "cached set",
             Value::Counters(_) => "counters",
             Value::Log(_) => "log",
+            Value::Recent(_) => "recent-message cache",
             Value::Hits(_) => "rate limit",
             Value::Devices(_) => "presence devices",
             Value::PresenceMeta { .. } => "presence metadata",
+        }
+    }
+}
+
+/// A warm recent-message cache (a cold one is no entry at all).
+struct RecentCache {
+    /// `(created_at, id)` → json.
+    entries: BTreeMap<(Millis, String), String>,
+    /// id → created_at, to find an entry by id.
+    ids: HashMap<String, Millis>,
+    /// Whether the cache holds the conversation's oldest message.
+    whole: bool,
+}
+
+impl RecentCache {
+    fn insert(&mut self, m: &CachedMessage) {
+        if m.id.is_empty() {
+            return;
+        }
+        if let Some(old) = self.ids.insert(m.id.clone(), m.created_at) {
+            self.entries.remove(&(old, m.id.clone()));
+        }
+        self.entries
+            .insert((m.created_at, m.id.clone()), m.json.clone());
+    }
+
+    /// Drops the oldest entries beyond `max`; returns whether any was dropped.
+    fn trim(&mut self, max: usize) -> bool {
+        let mut trimmed = false;
+        while self.entries.len() > max {
+            if let Some(((_, id), _)) = self.entries.pop_first() {
+                self.ids.remove(&id);
+                trimmed = true;
+            }
+        }
+        trimmed
+    }
+
+    fn message(((created_at, id), json): (&(Millis, String), &String)) -> CachedMessage {
+        CachedMessage {
+            id: id.clone(),
+            created_at: *created_at,
+            json: json.clone(),
+        }
+    }
+
+    fn page(&self, before: Option<&str>, after: Option<&str>, limit: usize) -> RecentPage {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let incomplete = RecentPage {
+            entries: Vec::new(),
+            complete: false,
+        };
+        let cursor = |id: Option<&str>| match id {
+            None => Some(Unbounded),
+            Some(id) => self.ids.get(id).map(|at| Excluded((*at, id.to_owned()))),
+        };
+        let (Some(upper), Some(lower)) = (cursor(before), cursor(after)) else {
+            return incomplete;
+        };
+        if let (Excluded(lo), Excluded(hi)) = (&lower, &upper)
+            && lo >= hi
+        {
+            return RecentPage {
+                entries: Vec::new(),
+                complete: true,
+            };
+        }
+        let range = self.entries.range((lower, upper));
+        if after.is_some() {
+            RecentPage {
+                entries: range.take(limit).map(Self::message).collect(),
+                complete: true,
+            }
+        } else {
+            let mut entries: Vec<CachedMessage> =
+                range.rev().take(limit).map(Self::message).collect();
+            entries.reverse();
+            // Short of `limit`: the page ran into the oldest cached entry.
+            let complete = self.whole || entries.len() >= limit;
+            RecentPage { entries, complete }
         }
     }
 }
@@ -184,6 +266,32 @@ impl State {
         if empty {
             self.remove(key);
         }
+    }
+
+    fn counter_add(&mut self, key: &str, field: &str, delta: i64) -> StoreResult<i64> {
+        let value = match self.value_mut(key) {
+            Some(Value::Counters(map)) => {
+                let v = map.entry(field.to_owned()).or_default();
+                *v = v.checked_add(delta).ok_or_else(|| {
+                    StoreError::Corrupt(format!("counter {key}/{field} overflows"))
+                })?;
+                let v = *v;
+                if v == 0 {
+                    map.remove(field);
+                }
+                v
+            }
+            Some(other) => return Err(wrong_kind(key, other, "counters")),
+            None => {
+                if delta != 0 {
+                    let map = BTreeMap::from([(field.to_owned(), delta)]);
+                    self.insert(key, Value::Counters(map), None);
+                }
+                delta
+            }
+        };
+        self.drop_if_empty(key);
+        Ok(value)
     }
 
     /// Marks a user active at `now` (never moving `last_seen` back) and keeps the metadata.
@@ -475,30 +583,26 @@ impl StateStore for MemoryStore {
     }
 
     async fn counter_add(&self, key: &str, field: &str, delta: i64) -> StoreResult<i64> {
+        self.lock().0.counter_add(key, field, delta)
+    }
+
+    async fn counters_add_many(&self, updates: &[(String, String, i64)]) -> StoreResult<Vec<i64>> {
         let (mut state, _) = self.lock();
-        let value = match state.value_mut(key) {
-            Some(Value::Counters(map)) => {
-                let v = map.entry(field.to_owned()).or_default();
-                *v = v.checked_add(delta).ok_or_else(|| {
-                    StoreError::Corrupt(format!("counter {key}/{field} overflows"))
-                })?;
-                let v = *v;
-                if v == 0 {
-                    map.remove(field);
+        // Like the Redis pipeline: every increment is tried, the first error is reported.
+        let mut values = Vec::with_capacity(updates.len());
+        let mut first_error = None;
+        for (key, field, delta) in updates {
+            match state.counter_add(key, field, *delta) {
+                Ok(v) => values.push(v),
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
-                v
             }
-            Some(other) => return Err(wrong_kind(key, other, "counters")),
-            None => {
-                if delta != 0 {
-                    let map = BTreeMap::from([(field.to_owned(), delta)]);
-                    state.insert(key, Value::Counters(map), None);
-                }
-                delta
-            }
-        };
-        state.drop_if_empty(key);
-        Ok(value)
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(values),
+        }
     }
 
     async fn counters(&self, key: &str) -> StoreResult<Vec<(String, i64)>> {
@@ -525,6 +629,83 @@ impl StateStore for MemoryStore {
         }
         state.drop_if_empty(key);
         Ok(())
+    }
+
+    async fn recent_fill(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let (mut state, now) = self.lock();
+        let mut cache = RecentCache {
+            entries: BTreeMap::new(),
+            ids: HashMap::new(),
+            whole: true,
+        };
+        for m in entries {
+            cache.insert(m);
+        }
+        cache.whole = cache.entries.len() < max;
+        cache.trim(max);
+        let expires_at = now.saturating_add(ttl_ms(ttl));
+        state.insert(key, Value::Recent(cache), Some(expires_at));
+        Ok(())
+    }
+
+    async fn recent_add(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let (mut state, now) = self.lock();
+        match state.value_mut(key) {
+            Some(Value::Recent(cache)) => {
+                for m in entries {
+                    cache.insert(m);
+                }
+                if cache.trim(max) {
+                    cache.whole = false;
+                }
+            }
+            Some(other) => return Err(wrong_kind(key, other, "recent-message cache")),
+            None => return Ok(false),
+        }
+        state.set_expiry(key, Some(now.saturating_add(ttl_ms(ttl))));
+        Ok(true)
+    }
+
+    async fn recent_update(&self, key: &str, id: &str, json: &str) -> StoreResult<bool> {
+        let (mut state, _) = self.lock();
+        match state.value_mut(key) {
+            Some(Value::Recent(cache)) => {
+                let Some(at) = cache.ids.get(id) else {
+                    return Ok(false);
+                };
+                let slot = cache.entries.get_mut(&(*at, id.to_owned()));
+                Ok(slot.map(|j| *j = json.to_owned()).is_some())
+            }
+            Some(other) => Err(wrong_kind(key, other, "recent-message cache")),
+            None => Ok(false),
+        }
+    }
+
+    async fn recent_page(
+        &self,
+        key: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Option<RecentPage>> {
+        let (state, _) = self.lock();
+        match state.value(key) {
+            Some(Value::Recent(cache)) => Ok(Some(cache.page(before, after, limit))),
+            Some(other) => Err(wrong_kind(key, other, "recent-message cache")),
+            None => Ok(None),
+        }
     }
 
     async fn log_push(

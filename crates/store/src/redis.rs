@@ -5,7 +5,9 @@
 //! decision depends on what is read, or one Lua script (sent as `EVALSHA`, loaded on
 //! `NOSCRIPT`) when one does. A script runs alone on the server, so a compare-and-set, a
 //! timer claim or a presence reap can never interleave with another one, whichever instance
-//! sends it. The keys one script touches share a hash tag (see [`crate::keys`]) so the layout
+//! sends it. Batches over several entities' keys (`cache_invalidate`, `counters_add_many`)
+//! are one pipeline of such commands or scripts, each atomic on its own. The keys one script
+//! touches share a hash tag (see [`crate::keys`]) so the layout
 //! is ready for Redis Cluster slot rules.
 //!
 //! The connection is a [`ConnectionManager`]: one multiplexed connection that reconnects by
@@ -24,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use switchboard_domain::Millis;
 
 use crate::{
-    CasOutcome, PRESENCE_RETENTION, PresenceChange, PresenceEntry, RateDecision, StateStore,
-    StoreError, StoreResult, Timer, Versioned, keys, ttl_ms,
+    CachedMessage, CasOutcome, PRESENCE_RETENTION, PresenceChange, PresenceEntry, RateDecision,
+    RecentPage, StateStore, StoreError, StoreResult, Timer, Versioned, keys, ttl_ms,
 };
 
 /// Connection settings of [`RedisStore`].
@@ -464,6 +466,139 @@ return gone
     )
 });
 
+// Recent-message caches: a ZSET (id → created_at; equal scores order by id, byte-wise, which
+// is the `(created_at, id)` order) and its companion HASH `<key>:json` (id → json, and the
+// field "" → 'whole' or 'partial'). The hash exists exactly while the cache is warm, so an
+// empty conversation is a hash with only "". Both keys share a slot and get the same TTL.
+
+/// Shared by the cache scripts: the cache's state, or nil when it is cold. The two keys are
+/// written together but expire separately; a cache where they disagree (one expired a moment
+/// before the other) is cold, and its leftover is deleted. ZCARD and HGET fail with
+/// WRONGTYPE on a key of another kind.
+const RECENT_WARM: &str = r"
+local function warm(set, json)
+  local n = redis.call('ZCARD', set)
+  local state = redis.call('HGET', json, '')
+  if state and redis.call('HLEN', json) == n + 1 then return state end
+  if state or n > 0 then redis.call('DEL', set, json) end
+  return nil
+end
+";
+
+/// KEYS: set, json. ARGV: ttl ms, max, then id, created_at, json per entry.
+/// Returns 1 if the cache was warm (and updated), 0 if cold (nothing written).
+static RECENT_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{RECENT_WARM}
+if not warm(KEYS[1], KEYS[2]) then return 0 end
+for i = 3, #ARGV, 3 do
+  redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
+end
+local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if extra > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, extra - 1)) do
+    redis.call('HDEL', KEYS[2], id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1)
+  redis.call('HSET', KEYS[2], '', 'partial')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"
+    ))
+});
+
+/// KEYS: set, json. ARGV: id, json. Returns 1 if the entry was cached and replaced.
+static RECENT_UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{RECENT_WARM}
+if not warm(KEYS[1], KEYS[2]) then return 0 end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"
+    ))
+});
+
+/// KEYS: set, json. ARGV: before, after ('-' for none, '+<id>' for a cursor), limit.
+/// Returns nil when cold, else {complete ('1'/'0'), id, created_at, json, ...} oldest first.
+/// Ranks are 0-based, oldest first; the page is the ranks lo..hi.
+static RECENT_PAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{RECENT_WARM}
+local state = warm(KEYS[1], KEYS[2])
+if not state then return false end
+local limit = tonumber(ARGV[3])
+local lo, hi = 0, redis.call('ZCARD', KEYS[1]) - 1
+if ARGV[1] ~= '-' then
+  local r = redis.call('ZRANK', KEYS[1], string.sub(ARGV[1], 2))
+  if not r then return {{'0'}} end
+  hi = r - 1
+end
+local complete = '1'
+if ARGV[2] ~= '-' then
+  local r = redis.call('ZRANK', KEYS[1], string.sub(ARGV[2], 2))
+  if not r then return {{'0'}} end
+  lo = r + 1
+  hi = math.min(hi, lo + limit - 1)
+else
+  lo = math.max(lo, hi - limit + 1)
+  -- Short of limit: the page ran into the oldest cached entry.
+  if hi - lo + 1 < limit and state ~= 'whole' then complete = '0' end
+end
+local out = {{complete}}
+if lo <= hi then
+  local ids = redis.call('ZRANGE', KEYS[1], lo, hi, 'WITHSCORES')
+  for i = 1, #ids, 2 do
+    local json = redis.call('HGET', KEYS[2], ids[i])
+    if not json then
+      redis.call('DEL', KEYS[1], KEYS[2])
+      return false
+    end
+    out[#out + 1] = ids[i]
+    out[#out + 1] = ids[i + 1]
+    out[#out + 1] = json
+  end
+end
+return out
+"
+    ))
+});
+
+/// The entries a fill keeps: the newest `max` of `entries` by `(created_at, id)`, oldest
+/// first, one per id (the later entry wins), empty ids dropped; and whether they are all of
+/// the conversation (fewer than `max` distinct entries).
+pub(crate) fn newest_distinct(
+    entries: &[CachedMessage],
+    max: usize,
+) -> (Vec<&CachedMessage>, bool) {
+    let mut by_id: std::collections::HashMap<&str, &CachedMessage> = Default::default();
+    for m in entries.iter().filter(|m| !m.id.is_empty()) {
+        by_id.insert(&m.id, m);
+    }
+    let mut kept: Vec<&CachedMessage> = by_id.into_values().collect();
+    kept.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let whole = kept.len() < max;
+    let cut = kept.len().saturating_sub(max);
+    kept.drain(..cut);
+    (kept, whole)
+}
+
+/// A page cursor for the page script: `-` for none, `+<id>` for an id.
+fn cursor_arg(id: Option<&str>) -> String {
+    id.map_or_else(|| "-".to_owned(), |id| format!("+{id}"))
+}
+
+/// A sorted-set score that holds a millisecond time (integers below 2^53 are exact).
+fn parse_score(score: &str) -> Option<Millis> {
+    score
+        .parse::<Millis>()
+        .ok()
+        .or_else(|| score.parse::<f64>().ok().map(|f| f as Millis))
+}
+
 fn ms_arg(ttl: Option<Duration>) -> i64 {
     ttl.map_or(0, ttl_ms)
 }
@@ -646,10 +781,15 @@ impl StateStore for RedisStore {
             return Ok(());
         }
         // One DEL per key rather than one multi-key DEL: the keys may live in different
-        // cluster slots. Pipelined, it is still one round trip.
+        // cluster slots. Pipelined, it is still one round trip. Each key's recent-message
+        // companion goes too (a recent-message cache is two keys; for other keys the
+        // companion does not exist and the DEL costs nothing).
         let mut pipe = redis::pipe();
         for key in keys {
             pipe.cmd("DEL").arg(self.key(key)).ignore();
+            pipe.cmd("DEL")
+                .arg(self.key(&keys::recent_json(key)))
+                .ignore();
         }
         pipe.query_async(&mut self.conn.clone())
             .await
@@ -682,6 +822,146 @@ impl StateStore for RedisStore {
             .exec_async(&mut self.conn.clone())
             .await
             .map_err(map_err)
+    }
+
+    async fn counters_add_many(&self, updates: &[(String, String, i64)]) -> StoreResult<Vec<i64>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One pipeline, not one script: the keys may live in different cluster slots (one
+        // per user). Each increment is the atomic COUNTER_ADD script; the batch is not a
+        // transaction. Loading the script first in the same pipeline makes EVALSHA safe
+        // after a Redis restart or SCRIPT FLUSH.
+        let mut pipe = redis::pipe();
+        pipe.load_script(&COUNTER_ADD).ignore();
+        let invocations: Vec<_> = updates
+            .iter()
+            .map(|(key, field, delta)| {
+                let mut inv = COUNTER_ADD.prepare_invoke();
+                inv.key(self.key(key)).arg(field).arg(*delta);
+                inv
+            })
+            .collect();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let values: Vec<i64> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        if values.len() != updates.len() {
+            return Err(corrupt("counters_add_many: one value per update expected"));
+        }
+        Ok(values)
+    }
+
+    async fn recent_fill(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let (kept, whole) = newest_distinct(entries, max);
+        let (set, json) = (self.key(key), self.key(&keys::recent_json(key)));
+        let ttl = ttl_ms(ttl);
+        // Nothing depends on what is read: one MULTI block replaces both keys.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("DEL").arg(&set).arg(&json).ignore();
+        let hset = pipe
+            .cmd("HSET")
+            .arg(&json)
+            .arg("")
+            .arg(if whole { "whole" } else { "partial" });
+        for m in &kept {
+            hset.arg(&m.id).arg(&m.json);
+        }
+        hset.ignore();
+        if !kept.is_empty() {
+            let zadd = pipe.cmd("ZADD").arg(&set);
+            for m in &kept {
+                zadd.arg(m.created_at).arg(&m.id);
+            }
+            zadd.ignore();
+            pipe.cmd("PEXPIRE").arg(&set).arg(ttl).ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&json).arg(ttl).ignore();
+        pipe.query_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn recent_add(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let mut inv = RECENT_ADD.key(self.key(key));
+        inv.key(self.key(&keys::recent_json(key)))
+            .arg(ttl_ms(ttl))
+            .arg(max);
+        for m in entries.iter().filter(|m| !m.id.is_empty()) {
+            inv.arg(&m.id).arg(m.created_at).arg(&m.json);
+        }
+        inv.invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn recent_update(&self, key: &str, id: &str, json: &str) -> StoreResult<bool> {
+        RECENT_UPDATE
+            .key(self.key(key))
+            .key(self.key(&keys::recent_json(key)))
+            .arg(id)
+            .arg(json)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)
+    }
+
+    async fn recent_page(
+        &self,
+        key: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Option<RecentPage>> {
+        // A cache never holds 2^31 entries: the cap keeps Lua's arithmetic exact.
+        let limit = limit.min(1 << 31);
+        let reply: Option<Vec<String>> = RECENT_PAGE
+            .key(self.key(key))
+            .key(self.key(&keys::recent_json(key)))
+            .arg(cursor_arg(before))
+            .arg(cursor_arg(after))
+            .arg(limit)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(map_err)?;
+        let Some(reply) = reply else { return Ok(None) };
+        let Some((complete, rows)) = reply.split_first() else {
+            return Err(corrupt(format!("{key}: empty page reply")));
+        };
+        if rows.len() % 3 != 0 {
+            return Err(corrupt(format!("{key}: short page row")));
+        }
+        let entries = rows
+            .chunks_exact(3)
+            .map(|row| {
+                Ok(CachedMessage {
+                    id: row[0].clone(),
+                    created_at: parse_score(&row[1])
+                        .ok_or_else(|| corrupt(format!("{key}: score {:?}", row[1])))?,
+                    json: row[2].clone(),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(RecentPage {
+            entries,
+            complete: complete == "1",
+        }))
     }
 
     async fn log_push(

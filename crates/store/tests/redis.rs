@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use switchboard_store::bus::{Bus, RedisBus};
 use switchboard_store::conformance::Fixture;
 use switchboard_store::redis::{RedisOptions, RedisStore};
-use switchboard_store::{StateStore, StoreError, keys};
+use switchboard_store::{CachedMessage, StateStore, StoreError, keys};
 
 switchboard_store::store_conformance_tests!(switchboard_store::conformance::redis_fixture);
 
@@ -85,6 +85,19 @@ async fn every_key_lives_under_the_prefix_and_purge_removes_them() {
         })
         .await
         .unwrap();
+    store
+        .recent_fill(
+            &keys::messages("c1"),
+            &[CachedMessage {
+                id: "m1".into(),
+                created_at: now,
+                json: "{}".into(),
+            }],
+            100,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
 
     let client = redis::Client::open(url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -98,6 +111,8 @@ async fn every_key_lives_under_the_prefix_and_purge_removes_them() {
         found,
         vec![
             "sbtest-purge:call:{call:c1}:active",
+            "sbtest-purge:messages:{c:c1}",
+            "sbtest-purge:messages:{c:c1}:json",
             "sbtest-purge:unread:{u:u1}",
             "sbtest-purge:{presence}:devices:u1",
             "sbtest-purge:{presence}:online",
@@ -106,13 +121,63 @@ async fn every_key_lives_under_the_prefix_and_purge_removes_them() {
             "sbtest-purge:{timers}:due",
         ]
     );
-    assert_eq!(store.purge_prefix().await.unwrap(), 7);
+    assert_eq!(store.purge_prefix().await.unwrap(), 9);
     let left: Vec<String> = redis::cmd("KEYS")
         .arg("sbtest-purge:*")
         .query_async(&mut conn)
         .await
         .unwrap();
     assert!(left.is_empty());
+}
+
+/// A recent-message cache is two keys that expire separately; when one is gone before the
+/// other (a millisecond apart), the cache is cold and the leftover is deleted, rather than
+/// being read as a cache that lost its messages.
+#[tokio::test]
+async fn recent_cache_with_one_key_gone_is_cold() {
+    let Some(fixture) = Fixture::redis().await else {
+        return;
+    };
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sbtest-skew-{}:", fixture.now());
+    let store = RedisStore::connect(&url, &prefix, RedisOptions::default())
+        .await
+        .expect("connect");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let m = |id: &str, at| CachedMessage {
+        id: id.into(),
+        created_at: at,
+        json: "{}".into(),
+    };
+    let ttl = Duration::from_secs(60);
+    for (conv, gone) in [("a", "messages:{c:a}"), ("b", "messages:{c:b}:json")] {
+        let key = keys::messages(conv);
+        store
+            .recent_fill(&key, &[m("m1", 1), m("m2", 2)], 100, ttl)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{prefix}{gone}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(store.recent_page(&key, None, None, 10).await.unwrap(), None);
+        assert!(
+            !store
+                .recent_add(&key, &[m("m3", 3)], 100, ttl)
+                .await
+                .unwrap()
+        );
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{left:?}");
+    }
+    store.purge_prefix().await.unwrap();
 }
 
 /// A `redis-server` of our own, so that the shared one is never stopped.

@@ -23,6 +23,7 @@ pub fn install<A: Adapter>(app: &SharedApp, socket: &SocketRef<A>) {
     on(app, socket, events::PRESENCE_GET, presence_get);
     on(app, socket, events::GET_ONLINE_USERS, get_online_users);
     on(app, socket, events::GET_FRIENDS, get_friends);
+    super::chat::install(app, socket);
 }
 
 impl Validate for SetPresenceStatus {

@@ -4,6 +4,7 @@
 //! or the database themselves. The gateway is generic over the Socket.IO adapter so the same
 //! code serves the in-memory deployment and the Redis-shared one.
 
+mod chat;
 mod dispatch;
 mod handlers;
 mod session;
@@ -89,8 +90,12 @@ async fn admit<A: Adapter>(
         }
         return Err(HandshakeError::Admit(error));
     }
-    // Presence and the user record are written before the client sees `connect`, so a
-    // request it sends right away already finds them.
+    // The user record, then presence, are written before the client sees `connect`, so a
+    // request it sends right away already finds them, and online lists built from the
+    // presence announcement already know the name.
+    if let Err(error) = users::upsert(&app, &identity.user_id, &identity.name).await {
+        tracing::warn!(user_id = %identity.user_id, %error, "could not record the user");
+    }
     if let Err(error) =
         sessions::mark_connected(&app, &identity.user_id, &identity.name, &device_id).await
     {
@@ -98,12 +103,39 @@ async fn admit<A: Adapter>(
         tracing::warn!(user_id = %identity.user_id, %error, "handshake refused: could not mark the device live");
         return Err(HandshakeError::Admit(AdmitError::Backend(error)));
     }
-    if let Err(error) = users::upsert(&app, &identity.user_id, &identity.name).await {
-        tracing::warn!(user_id = %identity.user_id, %error, "could not record the user");
+    // Conversation rooms are joined before the client sees `connect`, so no `message:new`
+    // sent after that can miss this socket (guests take part in calls only).
+    if identity.guest_conversation.is_none() {
+        chat::join_conversations(&app, &socket, &identity.user_id).await;
     }
+    // Everything the socket needs is in place before the client sees `connect`:
+    // socketioxide runs the connect handler on a spawned task after sending CONNECT, so an
+    // event (or a disconnect) arriving before then must already find its handler, rooms and
+    // bookkeeping. Nothing below can fail.
+    socket.join([
+        rooms::user(&identity.user_id),
+        rooms::device(&identity.user_id, &device_id),
+    ]);
+    app.local.insert(
+        socket.id.to_string(),
+        LocalSocket {
+            user_id: identity.user_id.clone(),
+            device_id: device_id.clone(),
+        },
+    );
+    // The new socket gets its online list at the next flush.
+    app.online_lists.mark(&identity.user_id);
+    app.metrics.connections.inc();
+    app.metrics.connected_sockets.set(app.local.len() as i64);
     socket
         .extensions
         .insert(Arc::new(SocketSession::new(identity, device_id)));
+    handlers::install(&app, &socket);
+    let disconnect_app = app.clone();
+    socket.on_disconnect(move |socket: SocketRef<A>, reason: DisconnectReason| {
+        let app = disconnect_app.clone();
+        async move { disconnected(app, socket, reason).await }
+    });
     Ok(())
 }
 
@@ -132,8 +164,8 @@ fn client_ip(parts: &axum::http::request::Parts) -> Option<String> {
     })
 }
 
-/// The socket is connected: join its rooms and install the event handlers. Nothing here
-/// awaits before the handlers are in place, so no early event is missed.
+/// The socket is connected (its rooms and handlers were set up during the handshake):
+/// greet it with `session` and start watching its credential's expiry.
 async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
     let Some(session) = socket.extensions.get::<Arc<SocketSession>>() else {
         // Unreachable in practice: the middleware always inserts the session before this.
@@ -142,25 +174,6 @@ async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
     };
     let user_id = session.identity.user_id.clone();
     let device_id = session.device_id.clone();
-    socket.join([rooms::user(&user_id), rooms::device(&user_id, &device_id)]);
-    app.local.insert(
-        socket.id.to_string(),
-        LocalSocket {
-            user_id: user_id.clone(),
-            device_id: device_id.clone(),
-        },
-    );
-    // The new socket gets its online list at the next flush.
-    app.online_lists.mark(&user_id);
-    app.metrics.connections.inc();
-    app.metrics.connected_sockets.set(app.local.len() as i64);
-
-    handlers::install(&app, &socket);
-    let disconnect_app = app.clone();
-    socket.on_disconnect(move |socket: SocketRef<A>, reason: DisconnectReason| {
-        let app = disconnect_app.clone();
-        async move { disconnected(app, socket, reason).await }
-    });
 
     let hello = serde_json::json!({
         "userId": user_id,

@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod notifications;
 mod ops;
 
 use axum::Router;
@@ -34,6 +35,19 @@ pub fn router(app: SharedApp) -> Router {
             delete(admin::revoke_session),
         )
         .route("/api/me/sessions", get(admin::my_sessions))
+        .route(
+            "/api/users/{user_id}/notifications",
+            get(notifications::for_user),
+        )
+        .route("/api/me/notifications", get(notifications::mine))
+        .route(
+            "/api/notifications/dead-letters",
+            get(notifications::dead_letters),
+        )
+        .route(
+            "/api/notifications/dead-letters/{id}",
+            delete(notifications::delete_dead_letter),
+        )
         .fallback(ops::not_found)
         .with_state(app)
 }

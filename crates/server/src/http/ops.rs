@@ -76,6 +76,10 @@ pub async fn stats(_: Admin, State(app): State<SharedApp>) -> AppResult<Json<Val
         "store": app.store.backend(),
         "db": app.db.backend(),
         "dev": app.settings.server.dev,
+        "jobs": {
+            "sessionSweep": app.job_stats.session_sweep.snapshot(),
+            "notifications": app.job_stats.notifications.snapshot(),
+        },
     })))
 }
 

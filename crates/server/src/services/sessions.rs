@@ -165,7 +165,10 @@ pub async fn release(
         other => Err(update_error(other)),
     })?;
     if held {
-        let change = app.store.presence_disconnect(user_id, device_id, now).await?;
+        let change = app
+            .store
+            .presence_disconnect(user_id, device_id, now)
+            .await?;
         log_security_event(app, user_id, device_id, "disconnect", None, None).await;
         presence::device_released(app, user_id, change).await?;
     }
@@ -224,8 +227,13 @@ pub async fn revoke(app: &App, user_id: &str, device_id: &str) -> AppResult<bool
     if deleted {
         // The socket's own disconnect finds no record and leaves presence alone, so the
         // device is taken offline here.
-        let change = app.store.presence_disconnect(user_id, device_id, app.now()).await?;
-        app.outbox.disconnect(rooms::device(user_id, device_id)).await;
+        let change = app
+            .store
+            .presence_disconnect(user_id, device_id, app.now())
+            .await?;
+        app.outbox
+            .disconnect(rooms::device(user_id, device_id))
+            .await;
         log_security_event(app, user_id, device_id, "revoked", None, None).await;
         presence::device_released(app, user_id, change).await?;
         tracing::info!(%user_id, %device_id, "session revoked");
