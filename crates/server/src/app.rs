@@ -20,6 +20,7 @@ use crate::outbox::Outbox;
 use crate::services::messages::MessageWriter;
 use crate::services::notifications::{NotificationStats, Notifier};
 use crate::services::online_list::DirtyLists;
+use crate::services::users::NameCache;
 
 /// Everything a service or handler needs, built once at start-up and shared by `Arc`.
 pub struct App {
@@ -35,6 +36,8 @@ pub struct App {
     /// Messages between the instances of the deployment.
     pub bus: Arc<dyn Bus>,
     pub online_lists: DirtyLists,
+    /// Display names seen recently (see `services::users`).
+    pub names: NameCache,
     pub local: LocalSockets,
     pub timers: TimerRegistry,
     /// Webhook client and delivery slots of the notification worker.
@@ -81,6 +84,7 @@ impl App {
             outbox,
             bus,
             online_lists: Default::default(),
+            names: Default::default(),
             local: LocalSockets::default(),
             timers: Default::default(),
             notifier: Notifier::default(),
