@@ -695,19 +695,26 @@ pub async fn history_pages_in_ascending_order(db: Db) {
         .unwrap();
     assert!(empty.is_empty() && !more);
 
-    // 25 messages, two per millisecond, written as one batch: seq breaks the ties.
-    let batch: Vec<NewMessage> = (0..25)
+    // 25 messages, two per millisecond, written as one batch. The id (compared byte by
+    // byte, like the state store's recent cache) breaks the ties, not the insertion order:
+    // each millisecond's pair is written newest id first.
+    let mut batch: Vec<NewMessage> = (0..25)
         .map(|i| {
-            new_message(
+            let mut m = new_message(
                 &conv.id,
                 if i % 2 == 0 { "a" } else { "b" },
                 &format!("m{i:02}"),
                 T0 + (i / 2) as i64,
-            )
+            );
+            m.id = format!("{}-m{i:02}", conv.id);
+            m
         })
         .collect();
-    let stored = db.insert_messages(&batch).await.unwrap();
-    let id_of = |i: usize| stored[i].message.id.clone();
+    for pair in batch.chunks_mut(2) {
+        pair.reverse();
+    }
+    db.insert_messages(&batch).await.unwrap();
+    let id_of = |i: usize| format!("{}-m{i:02}", conv.id);
     let foreign = send(&db, new_message(&other.id, "a", "elsewhere", T0)).await;
 
     let (page, more) = db

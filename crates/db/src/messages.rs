@@ -1,8 +1,11 @@
 //! Messages and reactions.
 //!
-//! Order: messages sort by `(created_at, seq)`, where `seq` is the insertion sequence, so
-//! messages of the same millisecond keep the order they were written in (a group-commit
-//! batch is written in arrival order). Cursors are message ids, resolved to that pair.
+//! Order: messages sort by `(created_at, id)`, ids compared byte by byte (PostgreSQL's
+//! `COLLATE "C"`, SQLite's BINARY). That is the state store's recent-cache order too, so a
+//! history walk that crosses from the cache into the database never skips or repeats a
+//! message of the same millisecond, even when two instances commit concurrently (the
+//! insertion sequence `seq` would order them differently than the cache). Cursors are
+//! message ids, resolved to that pair.
 //!
 //! Idempotency: `UNIQUE(sender_id, client_message_id)` plus `ON CONFLICT DO NOTHING`. A
 //! repeated client id, in the same batch, a later batch or a concurrent one, returns the
@@ -78,15 +81,15 @@ macro_rules! message_select {
     };
 }
 
-/// Window bounds of a history page: strictly after `(after_at, after_seq)` and strictly
-/// before `(before_at, before_seq)`. The plain range on `created_at` is redundant with the
+/// Window bounds of a history page: strictly after `(after_at, after_id)` and strictly
+/// before `(before_at, before_id)`. The plain range on `created_at` is redundant with the
 /// tuple comparisons but lets the planner range-scan the `(conversation_id, created_at,
-/// seq)` index.
+/// id)` index.
 macro_rules! history_where {
     () => {
         "WHERE m.conversation_id = $1 AND m.created_at > $2 \
-           AND m.created_at >= $3 AND (m.created_at > $3 OR m.seq > $4) \
-           AND m.created_at <= $5 AND (m.created_at < $5 OR m.seq < $6) "
+           AND m.created_at >= $3 AND (m.created_at > $3 OR m.id > $4) \
+           AND m.created_at <= $5 AND (m.created_at < $5 OR m.id < $6) "
     };
 }
 
@@ -192,11 +195,11 @@ impl Db {
         let limit = page_limit(limit);
         let lower = match after {
             Some(id) => self.message_position(conversation_id, id).await?,
-            None => (i64::MIN, i64::MIN),
+            None => (i64::MIN, String::new()),
         };
         let upper = match before {
             Some(id) => self.message_position(conversation_id, id).await?,
-            None => (i64::MAX, i64::MAX),
+            None => (i64::MAX, String::new()),
         };
         // Scanning from the lower bound when there is one, from the newest otherwise.
         let ascending = after.is_some();
@@ -205,22 +208,22 @@ impl Db {
                 concat!(
                     message_select!(),
                     history_where!(),
-                    "ORDER BY m.created_at ASC, m.seq ASC LIMIT $7"
+                    "ORDER BY m.created_at ASC, m.id ASC LIMIT $7"
                 )
             } else {
                 concat!(
                     message_select!(),
                     history_where!(),
-                    "ORDER BY m.created_at DESC, m.seq DESC LIMIT $7"
+                    "ORDER BY m.created_at DESC, m.id DESC LIMIT $7"
                 )
             };
             sqlx::query_as(sql)
                 .bind(conversation_id)
                 .bind(not_before.unwrap_or(i64::MIN))
                 .bind(lower.0)
-                .bind(lower.1)
+                .bind(&lower.1)
                 .bind(upper.0)
-                .bind(upper.1)
+                .bind(&upper.1)
                 .bind(limit + 1)
                 .fetch_all(pool)
                 .await?
@@ -330,15 +333,15 @@ impl Db {
             .unwrap_or_default())
     }
 
-    /// `(created_at, seq)` of a message of this conversation, for cursors.
+    /// `(created_at, id)` of a message of this conversation, for cursors.
     async fn message_position(
         &self,
         conversation_id: &str,
         message_id: &str,
-    ) -> Result<(i64, i64)> {
-        let pos: Option<(i64, i64)> = on_pool!(self, read, |pool| {
+    ) -> Result<(i64, String)> {
+        let pos: Option<(i64, String)> = on_pool!(self, read, |pool| {
             sqlx::query_as(
-                "SELECT created_at, seq FROM messages WHERE id = $1 AND conversation_id = $2",
+                "SELECT created_at, id FROM messages WHERE id = $1 AND conversation_id = $2",
             )
             .bind(message_id)
             .bind(conversation_id)
@@ -385,9 +388,9 @@ impl Db {
         let rows: Vec<RawMessage> = on_pool!(self, read, |pool| {
             sqlx::query_as(concat!(
                 message_select!(),
-                "WHERE m.seq IN (SELECT (SELECT x.seq FROM messages x \
+                "WHERE m.id IN (SELECT (SELECT x.id FROM messages x \
                      WHERE x.conversation_id = me.conversation_id \
-                     ORDER BY x.created_at DESC, x.seq DESC LIMIT 1) \
+                     ORDER BY x.created_at DESC, x.id DESC LIMIT 1) \
                    FROM conversation_members me WHERE me.user_id = $1)"
             ))
             .bind(user_id)

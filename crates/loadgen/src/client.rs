@@ -19,7 +19,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A connected Socket.IO client of the main namespace.
 #[allow(
     dead_code,
-    reason = "part of the client API for the ack and fan-out scenarios to come"
+    reason = "`sid` is kept for debugging; no scenario reads it yet"
 )]
 pub struct SioClient {
     ws: Ws,
@@ -31,10 +31,7 @@ pub struct SioClient {
 
 /// An event the server sent.
 #[derive(Debug, Clone)]
-#[allow(
-    dead_code,
-    reason = "part of the client API for the ack and fan-out scenarios to come"
-)]
+#[allow(dead_code, reason = "`ack_id`: no scenario answers server acks yet")]
 pub struct Event {
     pub name: String,
     /// The whole JSON array `["name", ...args]`.
@@ -45,10 +42,6 @@ pub struct Event {
 
 /// What [`SioClient::next_event`] produced.
 #[derive(Debug)]
-#[allow(
-    dead_code,
-    reason = "part of the client API for the ack and fan-out scenarios to come"
-)]
 pub enum Incoming {
     Event(Event),
     /// An ack to an event this client emitted with an id.
@@ -178,10 +171,6 @@ impl SioClient {
         }
     }
 
-    #[allow(
-        dead_code,
-        reason = "part of the client API for the ack and fan-out scenarios to come"
-    )]
     /// Emits `name` with `args`; with `ack_id`, the server answers with an ack of that id.
     pub async fn emit(&mut self, name: &str, args: &[Value], ack_id: Option<u64>) -> Result<()> {
         self.ws
@@ -190,10 +179,7 @@ impl SioClient {
         Ok(())
     }
 
-    #[allow(
-        dead_code,
-        reason = "part of the client API for the ack and fan-out scenarios to come"
-    )]
+    #[allow(dead_code, reason = "no scenario answers server acks yet")]
     /// Answers a server event that asked for an ack.
     pub async fn ack(&mut self, ack_id: u64, args: &[Value]) -> Result<()> {
         self.ws

@@ -20,6 +20,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use scenario::churn::{self, ChurnArgs};
+use scenario::fanout::{self, FanoutArgs};
 use server::{Backend, ServerOptions};
 
 #[derive(Debug, Parser)]
@@ -41,6 +42,15 @@ enum Scenario {
         server: ServerArgs,
         #[command(flatten)]
         churn: ChurnArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Chat fan-out: message throughput and delivery latency for conversations of given sizes.
+    Fanout {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        fanout: FanoutArgs,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -90,19 +100,73 @@ fn main() -> Result<()> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
+    let runtime = |output: &OutputArgs| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(output.threads as usize)
+            .enable_all()
+            .build()
+    };
     match cli.scenario {
         Scenario::Churn {
             server,
             churn,
             output,
-        } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(output.threads as usize)
-                .enable_all()
-                .build()?;
-            runtime.block_on(run_churn(server, churn, output, &command_line))
+        } => runtime(&output)?.block_on(run_churn(server, churn, output, &command_line)),
+        Scenario::Fanout {
+            server,
+            fanout,
+            output,
+        } => runtime(&output)?.block_on(run_fanout(server, fanout, output, &command_line)),
+    }
+}
+
+async fn run_fanout(
+    server: ServerArgs,
+    args: FanoutArgs,
+    output: OutputArgs,
+    command_line: &str,
+) -> Result<()> {
+    // The scenario's rate-limit settings first, so `--server-env` can override them.
+    let mut env = fanout::server_env();
+    env.extend(server.server_env);
+    let options = ServerOptions {
+        bin: server.server_bin,
+        backend: server.backend,
+        redis_url: server.redis_url,
+        friends_mode: true,
+        log_level: server.server_log,
+        env,
+    };
+    let mut results = Vec::new();
+    for run in 1..=output.runs {
+        for &size in &args.sizes {
+            eprintln!(
+                "loadgen: fanout run {run}/{}, conversations of {size}",
+                output.runs
+            );
+            let result = fanout::run(&options, &args, size).await?;
+            println!("{}", report::fanout_table(std::slice::from_ref(&result)));
+            results.push(result);
         }
     }
+    let machine = report::Machine::detect();
+    let section = report::fanout_section(
+        options.backend.as_str(),
+        &machine,
+        &options.bin,
+        command_line,
+        &results,
+    );
+    println!("{section}");
+    if let Some(path) = &output.docs {
+        report::update_docs(
+            path,
+            &format!("fanout:{}", options.backend.as_str()),
+            &section,
+        )?;
+        eprintln!("loadgen: updated {}", path.display());
+    }
+    Ok(())
 }
 
 async fn run_churn(
@@ -127,7 +191,13 @@ async fn run_churn(
         results.push(result);
     }
     let machine = report::Machine::detect();
-    let section = report::churn_section(options.backend.as_str(), &machine, command_line, &results);
+    let section = report::churn_section(
+        options.backend.as_str(),
+        &machine,
+        &options.bin,
+        command_line,
+        &results,
+    );
     println!("{section}");
     if let Some(path) = &output.docs {
         report::update_docs(

@@ -59,6 +59,19 @@ pub fn process_memory(pid: u32) -> Result<Memory> {
     })
 }
 
+/// The first process whose `/proc/<pid>/comm` is `name` (e.g. the local `redis-server`),
+/// so its CPU can be read too. Read-only; nothing is ever signalled through this.
+pub fn find_by_comm(name: &str) -> Option<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+    })
+}
+
 /// User + system CPU seconds of this process, from getrusage.
 pub fn self_cpu_secs() -> f64 {
     // SAFETY: rusage is plain data; getrusage only writes into it.
@@ -88,5 +101,6 @@ mod tests {
         let pid = std::process::id();
         assert!(process_cpu_secs(pid).unwrap() >= 0.0);
         assert!(process_memory(pid).unwrap().rss_kib > 0);
+        assert_eq!(find_by_comm("no-such-process-name"), None);
     }
 }

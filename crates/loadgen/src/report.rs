@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::scenario::churn::ChurnResult;
+use crate::scenario::fanout::FanoutResult;
 use crate::stats::median;
 
 /// Where and on what the figures were taken.
@@ -191,19 +192,218 @@ pub fn churn_details(runs: &[ChurnResult]) -> String {
 pub fn churn_section(
     backend: &str,
     machine: &Machine,
+    server_bin: &Path,
     command: &str,
     runs: &[ChurnResult],
 ) -> String {
     format!(
         "### churn — {backend}\n\n\
-         Machine: {}.\n\n\
+         Machine: {}; server binary modified {}.\n\n\
          Command: `{command}`\n\n\
          {}\n\
          {}",
         machine.describe(),
+        binary_time(server_bin),
         churn_table(runs),
         churn_details(runs),
     )
+}
+
+const FANOUT_HEADER: &str = "| run | backend | members × conversations | senders × window | accepted msgs/s | deliveries/s | ack p50 / p99 (ms) | delivery p50 / p99 (ms) | commits/s (mean / max batch) | server CPU (s, % of one core) | server RSS end / peak (MiB) | loadgen CPU (% of one core) | errors |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// The displayed figures of one fan-out row.
+#[derive(Debug, Clone, Copy)]
+struct FanoutRow {
+    accepted: f64,
+    deliveries: f64,
+    ack_p50: f64,
+    ack_p99: f64,
+    delivery_p50: f64,
+    delivery_p99: f64,
+    commits: f64,
+    mean_batch: f64,
+    max_batch: f64,
+    server_cpu_secs: Option<f64>,
+    server_cpu_percent: f64,
+    rss_end: f64,
+    rss_peak: f64,
+    loadgen_cpu_percent: f64,
+    errors: f64,
+}
+
+impl FanoutRow {
+    fn of(r: &FanoutResult) -> Self {
+        Self {
+            accepted: r.accepted_per_sec(),
+            deliveries: r.deliveries_per_sec(),
+            ack_p50: r.ack_p50_ms,
+            ack_p99: r.ack_p99_ms,
+            delivery_p50: r.delivery_p50_ms,
+            delivery_p99: r.delivery_p99_ms,
+            commits: r.batches as f64 / r.window_secs,
+            mean_batch: r.mean_batch(),
+            max_batch: r.batch_max as f64,
+            server_cpu_secs: Some(r.server_cpu_secs),
+            server_cpu_percent: r.server_cpu_percent(),
+            rss_end: r.server_rss_end_mib,
+            rss_peak: r.server_rss_peak_mib,
+            loadgen_cpu_percent: r.loadgen_cpu_percent(),
+            errors: r.errors() as f64,
+        }
+    }
+
+    fn median_of(rows: &[FanoutRow]) -> Self {
+        let m = |f: fn(&FanoutRow) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
+        Self {
+            accepted: m(|r| r.accepted),
+            deliveries: m(|r| r.deliveries),
+            ack_p50: m(|r| r.ack_p50),
+            ack_p99: m(|r| r.ack_p99),
+            delivery_p50: m(|r| r.delivery_p50),
+            delivery_p99: m(|r| r.delivery_p99),
+            commits: m(|r| r.commits),
+            mean_batch: m(|r| r.mean_batch),
+            max_batch: m(|r| r.max_batch),
+            server_cpu_secs: None,
+            server_cpu_percent: m(|r| r.server_cpu_percent),
+            rss_end: m(|r| r.rss_end),
+            rss_peak: m(|r| r.rss_peak),
+            loadgen_cpu_percent: m(|r| r.loadgen_cpu_percent),
+            errors: m(|r| r.errors),
+        }
+    }
+}
+
+fn fanout_row(label: &str, r: &FanoutResult, v: &FanoutRow) -> String {
+    let cpu_secs = v
+        .server_cpu_secs
+        .map_or_else(|| "—".to_string(), |s| format!("{s:.1} s"));
+    format!(
+        "| {label} | {} | {} × {} | {} × {} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} ({:.1} / {:.0}) | {cpu_secs} ({:.0} %) | {:.0} / {:.0} | {:.0} % | {:.0} |\n",
+        r.backend,
+        r.size,
+        r.conversations,
+        r.senders_total,
+        r.in_flight / r.senders_total.max(1),
+        v.accepted,
+        v.deliveries,
+        v.ack_p50,
+        v.ack_p99,
+        v.delivery_p50,
+        v.delivery_p99,
+        v.commits,
+        v.mean_batch,
+        v.max_batch,
+        v.server_cpu_percent,
+        v.rss_end,
+        v.rss_peak,
+        v.loadgen_cpu_percent,
+        v.errors,
+    )
+}
+
+/// The fan-out table: runs grouped by conversation size, each group with a median row
+/// when it has several runs.
+pub fn fanout_table(runs: &[FanoutResult]) -> String {
+    let mut out = String::from(FANOUT_HEADER);
+    let mut sizes: Vec<u32> = Vec::new();
+    for r in runs {
+        if !sizes.contains(&r.size) {
+            sizes.push(r.size);
+        }
+    }
+    for size in sizes {
+        let group: Vec<&FanoutResult> = runs.iter().filter(|r| r.size == size).collect();
+        let values: Vec<FanoutRow> = group.iter().map(|r| FanoutRow::of(r)).collect();
+        for (i, (r, v)) in group.iter().zip(&values).enumerate() {
+            out.push_str(&fanout_row(&(i + 1).to_string(), r, v));
+        }
+        if group.len() > 1 {
+            out.push_str(&fanout_row(
+                "**median**",
+                group[0],
+                &FanoutRow::median_of(&values),
+            ));
+        }
+    }
+    out
+}
+
+/// Per-run detail that does not fit the fan-out table.
+pub fn fanout_details(runs: &[FanoutResult]) -> String {
+    let mut out = String::new();
+    for (i, r) in runs.iter().enumerate() {
+        let run = runs[..i].iter().filter(|p| p.size == r.size).count() + 1;
+        let _ = writeln!(
+            out,
+            "- size {} run {run}: window {:.0} s, {} accepted, {} message:new + {} unread:updated received in the window, \
+             {} commits; whole run {} acked, {} of {} expected message:new delivered; setup {:.1} s;{} \
+             errors: {} refused, {} unanswered, {} unexpected closes{}",
+            r.size,
+            r.window_secs,
+            r.accepted,
+            r.deliveries,
+            r.unread_updates,
+            r.batches,
+            r.acked_total,
+            r.delivered_total,
+            r.expected_total,
+            r.setup_secs,
+            r.redis_cpu_secs
+                .map(|c| format!(
+                    " redis-server CPU {c:.1} s ({:.0} % of one core);",
+                    100.0 * c / r.window_secs
+                ))
+                .unwrap_or_default(),
+            r.refused,
+            r.unanswered,
+            r.unexpected_closes,
+            r.first_error
+                .as_ref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// The generated fan-out section for one backend.
+pub fn fanout_section(
+    backend: &str,
+    machine: &Machine,
+    server_bin: &Path,
+    command: &str,
+    runs: &[FanoutResult],
+) -> String {
+    format!(
+        "### fanout — {backend}\n\n\
+         Machine: {}; server binary modified {}.\n\n\
+         Command: `{command}`\n\n\
+         {}\n\
+         {}",
+        machine.describe(),
+        binary_time(server_bin),
+        fanout_table(runs),
+        fanout_details(runs),
+    )
+}
+
+/// When the server binary was last written, so figures from a stale build are visible.
+fn binary_time(path: &Path) -> String {
+    let Some(secs) = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+    else {
+        return "unknown".into();
+    };
+    command_output(
+        "date",
+        &["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d %H:%M UTC"],
+    )
+    .unwrap_or_else(|| format!("{secs} s after the epoch"))
 }
 
 /// Replaces the section between this key's markers in `path`, or appends it.

@@ -153,10 +153,6 @@ pub fn encode_disconnect() -> &'static str {
     "41"
 }
 
-#[allow(
-    dead_code,
-    reason = "part of the client API for the ack and fan-out scenarios to come"
-)]
 /// `42[name, ...args]` or, with an ack id, `42<id>[name, ...args]`.
 pub fn encode_event(name: &str, args: &[serde_json::Value], ack_id: Option<u64>) -> String {
     let mut out = String::from("42");
@@ -170,10 +166,7 @@ pub fn encode_event(name: &str, args: &[serde_json::Value], ack_id: Option<u64>)
     out
 }
 
-#[allow(
-    dead_code,
-    reason = "part of the client API for the ack and fan-out scenarios to come"
-)]
+#[allow(dead_code, reason = "no scenario answers server acks yet")]
 /// `43<id>[...args]`: answers a server event that asked for an ack.
 pub fn encode_ack(ack_id: u64, args: &[serde_json::Value]) -> String {
     format!("43{ack_id}{}", serde_json::Value::Array(args.to_vec()))

@@ -1,6 +1,7 @@
 //! Scenarios and the pieces they share: simulated users and what they receive.
 
 pub mod churn;
+pub mod fanout;
 
 use std::collections::HashMap;
 use std::sync::Arc;
