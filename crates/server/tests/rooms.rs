@@ -1032,7 +1032,7 @@ async fn the_room_list_shows_public_rooms_to_all_and_private_ones_to_invitees() 
         .into_iter()
         .map(|r| r.room_id)
         .collect();
-    assert_eq!(ids, [public.room_id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&public.room_id));
     assert_eq!(rooms::list_for(&h.app, "dan").await.unwrap().len(), 2);
     // An ended room leaves the list.
     rooms::end(&h.app, "cat", &private.room_id).await.unwrap();

@@ -568,7 +568,7 @@ pub async fn create(app: &App, host: &Party, req: CreateRoom) -> AppResult<Room>
         }
     };
     app.store
-        .index_add(&keys::live_rooms(), &[room_id.clone()], None)
+        .index_add(&keys::live_rooms(), std::slice::from_ref(&room_id), None)
         .await?;
     attach(app, &host.user_id, &host.device_id, &room_id).await;
     let status = if record.room.room_type == RoomType::Group {
