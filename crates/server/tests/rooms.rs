@@ -1063,3 +1063,18 @@ async fn room_creation_is_rate_limited() {
     assert!(error.retry_after_ms().is_some());
     assert_eq!(slot(&h, "ann").await, None);
 }
+
+#[tokio::test]
+async fn a_participant_lost_with_a_crashed_instance_leaves_after_the_window() {
+    let h = harness().await;
+    let room = group(&h, "ann", &[]).await;
+    join(&h, "bob", &room.room_id).await.unwrap();
+    // The presence reaper found all of ann's devices lapsed: no disconnect ever ran.
+    rooms::user_gone(&h.app, "ann").await.unwrap();
+    h.advance(30).await;
+    assert_eq!(h.outbox.count("roomHostless"), 1);
+    h.advance(30).await;
+    assert_eq!(participants(&h.room(&room.room_id).await), ["bob"]);
+    // Users who are in no room are ignored.
+    rooms::user_gone(&h.app, "zed").await.unwrap();
+}
