@@ -46,6 +46,8 @@ pub const GRACE_TIMER: &str = "room_host_grace";
 pub const INVITATION_TIMER: &str = "room_invitation";
 /// The rate-limit action of `createRoom`.
 pub const CREATE_ACTION: &str = "room_create";
+/// The rate-limit action of `sendMessage` (limited like `message:send`, counted apart).
+pub const MESSAGE_ACTION: &str = "room_message";
 /// An ended room stays readable (`GET /api/rooms/{id}`, a late `endCall` gets `CONFLICT`)
 /// this long.
 const ENDED_ROOM_TTL: Duration = Duration::from_secs(3600);
@@ -251,6 +253,22 @@ async fn detach(app: &App, user_id: &str, device_id: Option<&str>, room_id: &str
             .await;
     }
     unclaim(app, user_id, room_id).await;
+    // A join of the same user that landed between the leave and this release (another
+    // device joining again) keeps them in the room: their slot is claimed back.
+    if let Ok(Some(r)) = record(app, room_id).await
+        && !r.is_ended()
+        && r.is_participant(user_id)
+    {
+        let _ = call_state::engage(
+            app,
+            user_id,
+            Engagement::InRoom {
+                room_id: room_id.to_string(),
+            },
+        )
+        .await;
+        return;
+    }
     // Only if the slot moved on to nothing else: a user who already joined another room
     // stays in a call.
     match call_state::current(app, user_id).await {
@@ -1061,6 +1079,13 @@ pub async fn send_message(
     content: &str,
     reply_to: Option<&str>,
 ) -> AppResult<ChatMessage> {
+    rate_limit::check(
+        app,
+        &party.user_id,
+        MESSAGE_ACTION,
+        app.settings.rate_limits.message,
+    )
+    .await?;
     let now = app.now();
     let id = uuid::Uuid::new_v4().to_string();
     let actor = party.actor();
