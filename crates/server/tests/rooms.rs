@@ -5,12 +5,14 @@
 //! accepted calls, in-room chat, the room list and call history. Two `App`s sharing one
 //! store stand in for two instances.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use switchboard_db::{CallOutcome, Db, DbOptions};
+use switchboard_domain::Millis;
 use switchboard_domain::time::{Clock, ManualClock};
 use switchboard_protocol::rooms::{CreateRoom, Room, RoomStatus, RoomType};
 use switchboard_server::app::{App, Backends, SharedApp};
@@ -20,9 +22,12 @@ use switchboard_server::outbox::Outbox;
 use switchboard_server::services::call_state::{self, Engagement};
 use switchboard_server::services::rooms::{self, Entry, Party};
 use switchboard_server::services::users;
-use switchboard_store::StateStore;
 use switchboard_store::bus::MemoryBus;
 use switchboard_store::memory::MemoryStore;
+use switchboard_store::{
+    CachedMessage, CasOutcome, PresenceChange, PresenceEntry, RateDecision, RecentPage, StateStore,
+    StoreResult, Timer, Versioned,
+};
 
 #[derive(Debug, Clone)]
 struct Sent {
@@ -102,6 +107,239 @@ impl Recorder {
     }
 }
 
+/// The memory store with a yield before every operation, so that two operations started
+/// together (`tokio::join!`) really interleave at each store round trip, as they would on
+/// Redis: a race then exercises the CAS retry paths instead of running one side to
+/// completion first. Counts the compare-and-set conflicts it saw (lost races).
+struct Interleaved(Arc<MemoryStore>, AtomicUsize);
+
+#[async_trait]
+impl StateStore for Interleaved {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+    async fn ping(&self) -> StoreResult<Duration> {
+        tokio::task::yield_now().await;
+        self.0.ping().await
+    }
+    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
+        tokio::task::yield_now().await;
+        self.0.get(key).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<u64>,
+        value: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<CasOutcome> {
+        tokio::task::yield_now().await;
+        let outcome = self.0.compare_and_set(key, expected, value, ttl).await;
+        if matches!(outcome, Ok(CasOutcome::Conflict)) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+    async fn compare_and_delete(&self, key: &str, expected: u64) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.compare_and_delete(key, expected).await
+    }
+    async fn index_add(
+        &self,
+        key: &str,
+        members: &[String],
+        ttl: Option<Duration>,
+    ) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.index_add(key, members, ttl).await
+    }
+    async fn index_remove(&self, key: &str, members: &[String]) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.index_remove(key, members).await
+    }
+    async fn index_members(&self, key: &str) -> StoreResult<Vec<String>> {
+        tokio::task::yield_now().await;
+        self.0.index_members(key).await
+    }
+    async fn cache_get(&self, key: &str) -> StoreResult<Option<String>> {
+        tokio::task::yield_now().await;
+        self.0.cache_get(key).await
+    }
+    async fn cache_set(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.cache_set(key, value, ttl).await
+    }
+    async fn cache_set_members(
+        &self,
+        key: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.cache_set_members(key, members, ttl).await
+    }
+    async fn cache_get_members(&self, key: &str) -> StoreResult<Option<Vec<String>>> {
+        tokio::task::yield_now().await;
+        self.0.cache_get_members(key).await
+    }
+    async fn cache_invalidate(&self, keys: &[String]) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.cache_invalidate(keys).await
+    }
+    async fn counter_add(&self, key: &str, field: &str, delta: i64) -> StoreResult<i64> {
+        tokio::task::yield_now().await;
+        self.0.counter_add(key, field, delta).await
+    }
+    async fn counters(&self, key: &str) -> StoreResult<Vec<(String, i64)>> {
+        tokio::task::yield_now().await;
+        self.0.counters(key).await
+    }
+    async fn counter_reset(&self, key: &str, field: &str) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.counter_reset(key, field).await
+    }
+    async fn counters_add_many(&self, updates: &[(String, String, i64)]) -> StoreResult<Vec<i64>> {
+        tokio::task::yield_now().await;
+        self.0.counters_add_many(updates).await
+    }
+    async fn recent_fill(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.recent_fill(key, entries, max, ttl).await
+    }
+    async fn recent_add(
+        &self,
+        key: &str,
+        entries: &[CachedMessage],
+        max: usize,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.recent_add(key, entries, max, ttl).await
+    }
+    async fn recent_update(&self, key: &str, id: &str, json: &str) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.recent_update(key, id, json).await
+    }
+    async fn recent_page(
+        &self,
+        key: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Option<RecentPage>> {
+        tokio::task::yield_now().await;
+        self.0.recent_page(key, before, after, limit).await
+    }
+    async fn log_push(
+        &self,
+        key: &str,
+        entry: &str,
+        max: usize,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.log_push(key, entry, max, ttl).await
+    }
+    async fn log_range(&self, key: &str, limit: usize) -> StoreResult<Vec<String>> {
+        tokio::task::yield_now().await;
+        self.0.log_range(key, limit).await
+    }
+    async fn rate_limit_hit(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+        now: Millis,
+    ) -> StoreResult<RateDecision> {
+        tokio::task::yield_now().await;
+        self.0.rate_limit_hit(key, limit, window, now).await
+    }
+    async fn timer_schedule(&self, timer: &Timer) -> StoreResult<()> {
+        tokio::task::yield_now().await;
+        self.0.timer_schedule(timer).await
+    }
+    async fn timer_cancel(&self, id: &str) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.timer_cancel(id).await
+    }
+    async fn timers_claim_due(
+        &self,
+        now: Millis,
+        max: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> StoreResult<Vec<Timer>> {
+        tokio::task::yield_now().await;
+        self.0.timers_claim_due(now, max, owner, lease).await
+    }
+    async fn timer_complete(&self, id: &str, owner: &str) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.timer_complete(id, owner).await
+    }
+    async fn presence_connect(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<PresenceChange> {
+        tokio::task::yield_now().await;
+        self.0.presence_connect(user_id, device_id, now, ttl).await
+    }
+    async fn presence_disconnect(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        now: Millis,
+    ) -> StoreResult<PresenceChange> {
+        tokio::task::yield_now().await;
+        self.0.presence_disconnect(user_id, device_id, now).await
+    }
+    async fn presence_refresh(
+        &self,
+        devices: &[(String, String)],
+        now: Millis,
+        ttl: Duration,
+    ) -> StoreResult<Vec<(String, String)>> {
+        tokio::task::yield_now().await;
+        self.0.presence_refresh(devices, now, ttl).await
+    }
+    async fn presence_set_status(
+        &self,
+        user_id: &str,
+        status: &str,
+    ) -> StoreResult<Option<String>> {
+        tokio::task::yield_now().await;
+        self.0.presence_set_status(user_id, status).await
+    }
+    async fn presence_set_in_call(&self, user_id: &str, in_call: bool) -> StoreResult<bool> {
+        tokio::task::yield_now().await;
+        self.0.presence_set_in_call(user_id, in_call).await
+    }
+    async fn presence_get(
+        &self,
+        user_ids: &[String],
+        now: Millis,
+    ) -> StoreResult<Vec<Option<PresenceEntry>>> {
+        tokio::task::yield_now().await;
+        self.0.presence_get(user_ids, now).await
+    }
+    async fn presence_online_users(&self, now: Millis) -> StoreResult<Vec<String>> {
+        tokio::task::yield_now().await;
+        self.0.presence_online_users(now).await
+    }
+    async fn presence_reap_expired(&self, now: Millis, max: usize) -> StoreResult<Vec<String>> {
+        tokio::task::yield_now().await;
+        self.0.presence_reap_expired(now, max).await
+    }
+}
+
 const START: i64 = 1_800_000_000_000;
 
 struct Harness {
@@ -109,6 +347,7 @@ struct Harness {
     clock: ManualClock,
     outbox: Arc<Recorder>,
     store: Arc<MemoryStore>,
+    interleaved: Arc<Interleaved>,
     db: Db,
     dir: std::path::PathBuf,
 }
@@ -143,8 +382,9 @@ async fn harness_with(settings: Settings) -> Harness {
     .unwrap();
     db.migrate().await.unwrap();
     let store = Arc::new(MemoryStore::new(Arc::new(clock.clone()) as Arc<dyn Clock>));
+    let interleaved = Arc::new(Interleaved(store.clone(), AtomicUsize::new(0)));
     let outbox = Arc::new(Recorder::default());
-    let app = instance(&settings, &store, &db, &clock, outbox.clone());
+    let app = instance(&settings, &interleaved, &db, &clock, outbox.clone());
     for (id, name) in [
         ("ann", "Ann"),
         ("bob", "Bob"),
@@ -159,6 +399,7 @@ async fn harness_with(settings: Settings) -> Harness {
         clock,
         outbox,
         store,
+        interleaved,
         db,
         dir,
     }
@@ -167,7 +408,7 @@ async fn harness_with(settings: Settings) -> Harness {
 /// An instance on the shared store and database (a second server of the deployment).
 fn instance(
     settings: &Settings,
-    store: &Arc<MemoryStore>,
+    store: &Arc<Interleaved>,
     db: &Db,
     clock: &ManualClock,
     outbox: Arc<Recorder>,
@@ -189,7 +430,7 @@ impl Harness {
         let outbox = Arc::new(Recorder::default());
         let app = instance(
             &self.app.settings,
-            &self.store,
+            &self.interleaved,
             &self.db,
             &self.clock,
             outbox.clone(),
@@ -214,6 +455,11 @@ impl Harness {
             );
             self.store.timer_complete(&timer.id, "test").await.unwrap();
         }
+    }
+
+    /// Compare-and-set writes that lost a race so far.
+    fn lost_races(&self) -> usize {
+        self.interleaved.1.load(Ordering::Relaxed)
     }
 
     async fn in_call(&self, user: &str) -> bool {
@@ -492,12 +738,14 @@ async fn two_leaves_at_once_lose_nobody() {
     for u in ["bob", "cat", "dan"] {
         join(&h, u, &room.room_id).await.unwrap();
     }
+    let lost = h.lost_races();
     let (a, b) = tokio::join!(
         rooms::leave(&h.app, "bob", &room.room_id),
         rooms::leave(&h.app, "cat", &room.room_id)
     );
     a.unwrap();
     b.unwrap();
+    assert!(h.lost_races() > lost, "the two leaves really raced");
     let now = h.room(&room.room_id).await;
     assert_eq!(participants(&now), ["ann", "dan"]);
     assert_eq!(now.status, RoomStatus::Active);
@@ -541,6 +789,7 @@ async fn a_double_end_call_ends_once_and_the_loser_gets_conflict() {
     let room = group(&h, "ann", &[]).await;
     join(&h, "bob", &room.room_id).await.unwrap();
     h.clock.advance(1_000);
+    let lost = h.lost_races();
     let (a, b) = tokio::join!(
         rooms::end(&h.app, "ann", &room.room_id),
         rooms::end(&h.app, "ann", &room.room_id)
@@ -552,6 +801,7 @@ async fn a_double_end_call_ends_once_and_the_loser_gets_conflict() {
     let mut sorted = codes.clone();
     sorted.sort();
     assert_eq!(sorted, ["CONFLICT", "ok"], "{codes:?}");
+    assert!(h.lost_races() > lost, "the two ends really raced");
     assert_eq!(h.outbox.count("callEnded"), 1);
     let session = h.db.get_call_session(&room.room_id).await.unwrap().unwrap();
     assert_eq!(session.outcome, Some(CallOutcome::Completed));
@@ -1095,4 +1345,31 @@ async fn room_chat_is_rate_limited_like_conversation_chat() {
     rooms::send_message(&h.app, &party("ann"), &room.room_id, "later", None)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_host_back_just_after_the_grace_check_rejoins_a_hostless_room() {
+    let h = harness().await;
+    let room = group(&h, "ann", &[]).await;
+    join(&h, "bob", &room.room_id).await.unwrap();
+    rooms::socket_dropped(&h.app, "ann", "sock-ann-1")
+        .await
+        .unwrap();
+    // The grace check wins the race: the room is hostless when the host's join lands.
+    h.advance(30).await;
+    let back = rooms::enter(&h.app, &party_on("ann", 2), &room.room_id, Entry::Join)
+        .await
+        .unwrap();
+    assert!(back.is_hostless);
+    assert_eq!(h.outbox.count("roomHostless"), 1);
+    assert_eq!(
+        h.outbox.count("hostReconnected"),
+        0,
+        "the host is not restored"
+    );
+    // Back as a participant: the reconnect window no longer applies.
+    h.advance(60).await;
+    assert_eq!(participants(&h.room(&room.room_id).await), ["ann", "bob"]);
+    // Any participant may end a hostless room.
+    rooms::end(&h.app, "bob", &room.room_id).await.unwrap();
 }
