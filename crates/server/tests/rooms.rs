@@ -20,6 +20,7 @@ use switchboard_server::config::{Overrides, Settings};
 use switchboard_server::error::AppResult;
 use switchboard_server::outbox::Outbox;
 use switchboard_server::services::call_state::{self, Engagement};
+use switchboard_server::services::notifications::{self, Priority};
 use switchboard_server::services::rooms::{self, Entry, Party};
 use switchboard_server::services::users;
 use switchboard_store::bus::MemoryBus;
@@ -1000,6 +1001,21 @@ async fn private_rooms_invite_and_invitations_expire() {
         [
             serde_json::json!({"roomId": room.room_id, "roomType": "group", "fromUserId": "ann", "fromUserName": "Ann"})
         ]
+    );
+    // Nobody is connected in this harness: every invitee also gets a high-priority push.
+    let (pushed, _) = notifications::list(&h.app, "bob", None, None)
+        .await
+        .unwrap();
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].kind, "room_invitation");
+    assert_eq!(pushed[0].priority, Priority::High);
+    assert_eq!(pushed[0].data["roomId"], room.room_id.as_str());
+    assert!(
+        notifications::list(&h.app, "zed", None, None)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
     );
     assert_eq!(code(join(&h, "zed", &room.room_id).await), "FORBIDDEN");
     assert_eq!(

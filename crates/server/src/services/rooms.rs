@@ -36,6 +36,7 @@ use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::outbox::rooms;
 use crate::services::call_state::{self, Engagement};
+use crate::services::notifications::{self, NewNotice, Priority};
 use crate::services::{presence, rate_limit, users};
 
 /// The deadline-queue kind of a participant's reconnect window.
@@ -633,6 +634,24 @@ pub async fn create(app: &App, host: &Party, req: CreateRoom) -> AppResult<Room>
             )
             .await,
         );
+    }
+    // Invitees with no connected device are woken by a high-priority push (seed 001), so a
+    // phone can still answer within the invitation's lifetime.
+    let invitees: Vec<String> = record.invitations.keys().cloned().collect();
+    let pushed = notifications::notify_offline(app, &invitees, |user| NewNotice {
+        user_id: user.to_string(),
+        kind: "room_invitation".into(),
+        title: format!("{} invites you to {}", host.name, record.room.room_name),
+        body: match record.room.room_type {
+            RoomType::Direct => "Incoming call".into(),
+            RoomType::Group => "Join the room".into(),
+        },
+        data: invitation.clone(),
+        priority: Priority::High,
+    })
+    .await;
+    if let Err(error) = pushed {
+        tracing::warn!(%room_id, %error, "could not push the invitations");
     }
     broadcast_list(app, &record).await;
     Ok(record.room)
