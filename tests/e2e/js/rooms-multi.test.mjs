@@ -2,7 +2,8 @@
 // PostgreSQL database: a host on A and participants on B see each other's joins, leaves,
 // chat, reactions and media state; the room list reaches sockets of both instances; two
 // leaves at once from both instances lose nobody; a double endCall from both ends the room
-// once; the host grace timer fires once (roomHostless exactly once) wherever it is claimed.
+// once; the host grace timer fires once (roomHostless exactly once) wherever it is claimed;
+// a host lost with a SIGKILLed instance is found by the presence reaper of the survivor.
 // Skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
@@ -25,6 +26,7 @@ import {
 } from './helpers.mjs';
 
 const GRACE_SECS = 2;
+const PRESENCE_TTL_SECS = 3;
 const T = { timeout: 90_000 };
 
 async function dev(server, userId, name, deviceId = 'd1') {
@@ -65,18 +67,22 @@ if (skipReason) {
   let a;
   let b;
   let db;
+  let env;
+  let args;
   const prefix = `e2e-rooms-multi-${randomBytes(5).toString('hex')}:`;
 
   before(async () => {
     if (backendError) throw backendError;
     db = await createTestDatabase();
-    const env = {
+    env = {
       SWITCHBOARD_STORE__PREFIX: prefix,
       SWITCHBOARD_TIMERS__HOST_GRACE_PERIOD_SECS: String(GRACE_SECS),
       SWITCHBOARD_TIMERS__RECONNECT_WINDOW_SECS: '30',
       SWITCHBOARD_RATE_LIMITS__ROOM_CREATE__LIMIT: '1000',
+      // A killed instance's users lapse after this (the reaper then treats them as gone).
+      SWITCHBOARD_TIMERS__PRESENCE_TTL_SECS: String(PRESENCE_TTL_SECS),
     };
-    const args = ['--redis-url', REDIS_URL, '--database-url', db.url];
+    args = ['--redis-url', REDIS_URL, '--database-url', db.url];
     // One after the other: both run the database migrations at start-up.
     a = await startServer({ dev: true, env, args });
     b = await startServer({ dev: true, env, args });
@@ -163,6 +169,28 @@ if (skipReason) {
       await call(sp, 'endCall', { roomId: room.roomId });
       const ended = await waitForEvent(sp, 'callEnded', { predicate: inRoom(room.roomId) });
       assert.equal(ended.endedBy, p);
+    }),
+  );
+
+  test(
+    'the host dies with instance A (SIGKILL): the reaper on B finds the host gone, the room turns hostless, and A comes back',
+    T,
+    withStderr(srv, async () => {
+      const [h, p] = [randomId('kh'), randomId('kp')];
+      const sh = await dev(a, h, 'Hana');
+      const sp = await dev(b, p, 'Pia');
+      const room = (await call(sh, 'createRoom', { roomType: 'group' })).room;
+      await call(sp, 'joinRoom', { roomId: room.roomId });
+      await a.stop({ signal: 'SIGKILL' });
+      // No disconnect ran: the host's presence lapses after the TTL, B's reaper reports the
+      // host gone, the grace period runs, then the room turns hostless.
+      const limit = (PRESENCE_TTL_SECS + GRACE_SECS + 6) * 1000;
+      await waitForEvent(sp, 'roomHostless', { predicate: inRoom(room.roomId), timeoutMs: limit });
+      a = await startServer({ dev: true, env, args });
+      const listed = (await http(`${a.url}/api/rooms/${room.roomId}`)).json.room;
+      assert.equal(listed.isHostless, true);
+      await call(sp, 'endCall', { roomId: room.roomId });
+      await waitForEvent(sp, 'callEnded', { predicate: inRoom(room.roomId) });
     }),
   );
 });
