@@ -690,8 +690,8 @@ pub async fn enter(app: &App, party: &Party, room_id: &str, entry: Entry) -> App
     let (record, outcome) = match result {
         Ok(done) => done,
         Err(error) => {
-            // Only a user who does not take part gives the slot back (a participant whose
-            // rejoin failed because the room just ended is released by the ending).
+            // A refused entry takes no part, so the slot goes back (a participant's rejoin
+            // fails only once the room has ended, which frees the slot anyway).
             unclaim(app, &party.user_id, room_id).await;
             return Err(error);
         }
