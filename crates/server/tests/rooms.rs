@@ -3,7 +3,9 @@
 //! double `endCall`, a host reconnect racing the grace check), host grace and hostless
 //! mode, the reconnect window, invitations, the call-state slot (`BUSY`), direct rooms from
 //! accepted calls, in-room chat, the room list and call history. Two `App`s sharing one
-//! store stand in for two instances.
+//! store stand in for two instances; the memory store is wrapped so that every operation
+//! yields (races really interleave), and one suite runs two instances on Redis in parallel
+//! threads (skipped when Redis is unreachable, unless `SWITCHBOARD_REQUIRE_BACKENDS=1`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1388,4 +1390,122 @@ async fn a_host_back_just_after_the_grace_check_rejoins_a_hostless_room() {
     assert_eq!(participants(&h.room(&room.room_id).await), ["ann", "bob"]);
     // Any participant may end a hostless room.
     rooms::end(&h.app, "bob", &room.room_id).await.unwrap();
+}
+
+// --- On Redis, two instances, real parallelism -------------------------------------------
+
+/// Two `App`s on their own Redis connections (same prefix) and one database, on a
+/// multi-threaded runtime: the races run truly in parallel. Skipped when Redis is
+/// unreachable, unless `SWITCHBOARD_REQUIRE_BACKENDS=1`.
+async fn on_redis() -> Option<(
+    Harness,
+    SharedApp,
+    SharedApp,
+    switchboard_store::redis::RedisStore,
+)> {
+    use switchboard_store::redis::{RedisOptions, RedisStore};
+    let url = std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("sbtest-rooms-{}:", uuid::Uuid::new_v4().simple());
+    let connect = || RedisStore::connect(&url, &prefix, RedisOptions::default());
+    let (first, second, admin) = match (connect().await, connect().await, connect().await) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            if std::env::var("SWITCHBOARD_REQUIRE_BACKENDS").as_deref() == Ok("1") {
+                panic!("SWITCHBOARD_REQUIRE_BACKENDS=1 but Redis is unreachable: {e}");
+            }
+            eprintln!("skipping: Redis unreachable at {url}: {e}");
+            return None;
+        }
+    };
+    let h = harness().await;
+    let app = |store: RedisStore| {
+        App::new(
+            h.app.settings.clone(),
+            Backends {
+                store: Arc::new(store),
+                db: h.db.clone(),
+                bus: Arc::new(MemoryBus::new()),
+            },
+            Arc::new(h.clock.clone()),
+            h.outbox.clone(),
+        )
+    };
+    let (a, b) = (app(first), app(second));
+    Some((h, a, b, admin))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_redis_many_leaves_across_two_instances_lose_nobody_and_the_end_happens_once() {
+    let Some((h, a, b, admin)) = on_redis().await else {
+        return;
+    };
+    let host = rooms::create(
+        &a,
+        &party("ann"),
+        CreateRoom {
+            room_type: RoomType::Group,
+            room_name: None,
+            target_user_id: None,
+            invited_user_ids: None,
+        },
+    )
+    .await
+    .unwrap();
+    let id = host.room_id.clone();
+    let guests: Vec<String> = (0..12).map(|i| format!("guest{i}")).collect();
+    let mut joins = tokio::task::JoinSet::new();
+    for (i, g) in guests.iter().enumerate() {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (g, id) = (g.clone(), id.clone());
+        joins.spawn(async move {
+            rooms::enter(&app, &party(&g), &id, Entry::Join)
+                .await
+                .map(|_| ())
+        });
+    }
+    while let Some(r) = joins.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let room = rooms::get(&a, &id).await.unwrap();
+    assert_eq!(room.participants.len(), 13, "every concurrent join landed");
+
+    let mut leaves = tokio::task::JoinSet::new();
+    for (i, g) in guests.iter().enumerate() {
+        let app = if i % 2 == 0 { b.clone() } else { a.clone() };
+        let (g, id) = (g.clone(), id.clone());
+        leaves.spawn(async move { rooms::leave(&app, &g, &id).await });
+    }
+    while let Some(r) = leaves.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let room = rooms::get(&b, &id).await.unwrap();
+    assert_eq!(
+        participants(&room),
+        ["ann"],
+        "every concurrent leave landed"
+    );
+    for g in &guests {
+        assert_eq!(call_state::current(&a, g).await.unwrap(), None);
+    }
+
+    let (x, y) = tokio::join!(
+        tokio::spawn({
+            let (a, id) = (a.clone(), id.clone());
+            async move { rooms::end(&a, "ann", &id).await }
+        }),
+        tokio::spawn({
+            let (b, id) = (b.clone(), id.clone());
+            async move { rooms::end(&b, "ann", &id).await }
+        })
+    );
+    let oks = [x.unwrap(), y.unwrap()]
+        .into_iter()
+        .filter(|r| r.is_ok())
+        .count();
+    assert_eq!(oks, 1, "exactly one endCall wins");
+    assert_eq!(h.outbox.count("callEnded"), 1);
+    let session = h.db.get_call_session(&id).await.unwrap().unwrap();
+    assert_eq!(session.outcome, Some(CallOutcome::Completed));
+    admin.purge_prefix().await.unwrap();
 }
