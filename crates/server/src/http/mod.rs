@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod notifications;
 mod ops;
+mod rooms;
 
 use axum::Router;
 use axum::routing::{delete, get};
@@ -20,6 +21,8 @@ pub fn router(app: SharedApp) -> Router {
         .route("/online-users", get(ops::online_users))
         .route("/redis/online-users", get(ops::online_users))
         .route("/api/users/online", get(ops::online_users))
+        .route("/api/rooms", get(rooms::list))
+        .route("/api/rooms/{room_id}", get(rooms::get))
         .route("/api/users/{user_id}", get(admin::get_user))
         .route(
             "/api/users/{user_id}/friends",
