@@ -37,6 +37,8 @@ pub struct CallRequest {
     pub room_id: Option<String>,
     /// The caller's device that placed the call: caller-side events go there only (§2).
     pub from_device: String,
+    /// The caller's socket on that device (the direct room's participant entry needs it).
+    pub from_socket: String,
     /// When nobody answered in time: `timestamp + ring timeout`.
     pub ring_deadline: Millis,
     /// When the record leaves the store: `timestamp + request TTL`.
@@ -59,6 +61,7 @@ pub struct NewCall<'a> {
     pub from: &'a str,
     pub from_name: &'a str,
     pub from_device: &'a str,
+    pub from_socket: &'a str,
     pub to: &'a str,
     pub to_name: &'a str,
 }
@@ -133,6 +136,7 @@ pub fn place(
         timestamp: now,
         room_id: None,
         from_device: call.from_device.to_string(),
+        from_socket: call.from_socket.to_string(),
         ring_deadline: now.saturating_add(ring),
         expires_at: now.saturating_add(ttl),
         answered_device: None,
@@ -270,6 +274,7 @@ mod tests {
                 from: "alice",
                 from_name: "Alice",
                 from_device: "a-phone",
+                from_socket: "s1",
                 to: "bob",
                 to_name: "Bob",
             },
@@ -299,6 +304,7 @@ mod tests {
                 from: "carol",
                 from_name: "Carol",
                 from_device: "d",
+                from_socket: "s",
                 to: "dave",
                 to_name: "Dave",
             },
@@ -322,6 +328,7 @@ mod tests {
                 from: "a",
                 from_name: "A",
                 from_device: "d",
+                from_socket: "s",
                 to: "b",
                 to_name: "B",
             },

@@ -1,6 +1,7 @@
 //! Services: they apply domain rules to the store and the database and tell clients what
 //! changed. Handlers (Socket.IO and HTTP) only parse, call a service, and answer.
 
+pub mod calls;
 pub mod conversations;
 pub mod friends;
 pub mod messages;
