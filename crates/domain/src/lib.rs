@@ -13,6 +13,8 @@
 //!   unread recipients, typing.
 //! - [`devices`]: device sessions: connect, replacement, disconnect, the device cap.
 //! - [`presence`]: derived status (OFFLINE → ONLINE ⇄ IN-CALL) and what friends are told.
+//! - [`rooms`]: rooms (seed 002's `RoomManager`): join/leave/end, invitations, host grace,
+//!   reconnect window, in-room chat and media state.
 //! - [`limits`]: validation of ids, names and sizes (protocol §11).
 
 pub mod calls;
@@ -21,6 +23,7 @@ pub mod devices;
 pub mod error;
 pub mod limits;
 pub mod presence;
+pub mod rooms;
 pub mod time;
 
 pub use error::DomainError;

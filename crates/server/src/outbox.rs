@@ -132,6 +132,16 @@ pub mod rooms {
         format!("conv:{conversation_id}")
     }
 
+    /// A §6 room: the devices taking part in it.
+    pub fn room(room_id: &str) -> String {
+        format!("room:{room_id}")
+    }
+
+    /// Every connected socket (public room lists, protocol §6 `roomListUpdated`).
+    pub fn lobby() -> String {
+        "lobby".to_string()
+    }
+
     pub fn device(user_id: &str, device_id: &str) -> String {
         // The length prefix keeps ids that contain `:` from colliding.
         format!("device:{}:{user_id}:{device_id}", user_id.len())

@@ -246,6 +246,7 @@ fn register_builtin_timers(app: &SharedApp) {
         typing::TYPING_TIMER,
         Arc::new(|app, timer| Box::pin(async move { typing::expired(&app, &timer).await })),
     );
+    crate::services::rooms::register_timers(app);
 }
 
 fn compose<A: Adapter>(app: SharedApp, layer: SocketIoLayer<A>) -> Router {

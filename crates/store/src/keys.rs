@@ -16,6 +16,8 @@
 //! | `{u:<userId>}` | everything that belongs to one user (calls index, friends, unread, rate limits, sessions, logs) |
 //! | `{c:<conversationId>}` | one conversation's cached metadata and recent messages |
 //! | `{call:<callId>}` | one call's records |
+//! | `{r:<roomId>}` | one room's record (§6) |
+//! | `{rooms}` | the index of live rooms |
 //! | `{timers}` | the four keys of the deadline queue (one Lua script touches all of them) |
 //! | `{presence}` | all presence keys: per-user devices and metadata, and the global online index |
 //!
@@ -37,6 +39,11 @@ fn u(user_id: &str) -> String {
 /// Tag for a conversation's keys.
 fn c(conversation_id: &str) -> String {
     format!("{{c:{conversation_id}}}")
+}
+
+/// Tag for a room's keys.
+fn r(room_id: &str) -> String {
+    format!("{{r:{room_id}}}")
 }
 
 /// Tag for a call's keys.
@@ -61,6 +68,12 @@ pub fn current_call(user_id: &str) -> String {
     format!("user:{}:current_call", u(user_id))
 }
 
+/// A room (protocol §6): the wire room plus devices, reconnecting participants, pending
+/// invitations and call milestones. No TTL while live; kept for an hour once ended.
+pub fn room(room_id: &str) -> String {
+    format!("room:{}", r(room_id))
+}
+
 /// One device's session (seed 001: `session:{userId}:{deviceId}`, TTL 1 h).
 pub fn session(user_id: &str, device_id: &str) -> String {
     format!("session:{}:{device_id}", u(user_id))
@@ -71,6 +84,11 @@ pub fn session(user_id: &str, device_id: &str) -> String {
 /// The calls (requests and active) a user takes part in, so that a disconnect can find them.
 pub fn user_calls(user_id: &str) -> String {
     format!("user:{}:calls", u(user_id))
+}
+
+/// The ids of every live room (for `getRooms`, `roomListUpdated`, `GET /api/rooms`).
+pub fn live_rooms() -> String {
+    "rooms:{rooms}:live".to_string()
 }
 
 /// The device ids with a session (seed 001: `sessions:{userId}`).
@@ -229,6 +247,8 @@ mod tests {
         assert_eq!(hash_tag("a{x}{y}"), "x");
         assert_eq!(hash_tag(&call_request("c1")), "call:c1");
         assert_eq!(hash_tag(&messages("c1")), "c:c1");
+        assert_eq!(hash_tag(&room("r1")), "r:r1");
+        assert_eq!(hash_tag(&live_rooms()), "rooms");
         assert_eq!(hash_tag(&recent_json(&messages("c1"))), "c:c1");
     }
 }

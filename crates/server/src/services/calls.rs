@@ -432,7 +432,6 @@ pub async fn accept(
             return Err(error);
         }
     };
-    let room = room_wire(room);
     let room_id = room.room_id.clone();
     if let Err(error) = transition(app, call_id, |cur| calls::attach_room(cur, &room_id)).await {
         tracing::debug!(%call_id, %error, "could not note the room on the request");
@@ -461,10 +460,6 @@ pub async fn accept(
         .await;
     tracing::info!(%call_id, %room_id, "accepted");
     Ok(AcceptCallNewResponse { room_id, room })
-}
-
-fn room_wire(room: rooms::Room) -> switchboard_protocol::rooms::Room {
-    room.into()
 }
 
 /// `rejectCallNew {callId, reason?}`: the callee declines.
