@@ -93,34 +93,26 @@ fn not_guest(ctx: &Ctx) -> AppResult<()> {
     Ok(())
 }
 
-/// The socket holding this session's device, from the device's session record (the
-/// direct room's participant entry names it).
-async fn socket_id(ctx: &Ctx) -> AppResult<String> {
-    calls::socket_of(&ctx.app, ctx.session.user_id(), &ctx.session.device_id).await
-}
-
 async fn call_user(ctx: Ctx, payload: CallUser) -> AppResult<CallUserResponse> {
     not_guest(&ctx)?;
-    let socket_id = socket_id(&ctx).await?;
     let identity = &ctx.session.identity;
     let caller = Actor {
         user_id: &identity.user_id,
         name: &identity.name,
         device_id: &ctx.session.device_id,
-        socket_id: &socket_id,
+        socket_id: &ctx.session.socket_id,
     };
     calls::call_user(&ctx.app, &caller, &payload.call_id, &payload.target_user_id).await
 }
 
 async fn accept_call_new(ctx: Ctx, payload: CallRef) -> AppResult<AcceptCallNewResponse> {
     not_guest(&ctx)?;
-    let socket_id = socket_id(&ctx).await?;
     let identity = &ctx.session.identity;
     let callee = Actor {
         user_id: &identity.user_id,
         name: &identity.name,
         device_id: &ctx.session.device_id,
-        socket_id: &socket_id,
+        socket_id: &ctx.session.socket_id,
     };
     calls::accept(&ctx.app, &callee, &payload.call_id).await
 }
@@ -132,7 +124,7 @@ async fn reject_call_new(ctx: Ctx, payload: RejectCallNew) -> AppResult<StatusMe
         user_id: &identity.user_id,
         name: &identity.name,
         device_id: &ctx.session.device_id,
-        socket_id: "",
+        socket_id: &ctx.session.socket_id,
     };
     calls::reject(
         &ctx.app,

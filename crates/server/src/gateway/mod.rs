@@ -8,6 +8,9 @@ mod calls;
 mod chat;
 mod dispatch;
 mod handlers;
+// `rooms` already names the Socket.IO room names (`outbox::rooms`) here.
+#[path = "rooms.rs"]
+mod room_events;
 mod session;
 
 use std::net::SocketAddr;
@@ -116,6 +119,7 @@ async fn admit<A: Adapter>(
     socket.join([
         rooms::user(&identity.user_id),
         rooms::device(&identity.user_id, &device_id),
+        rooms::lobby(),
     ]);
     app.local.insert(
         socket.id.to_string(),
@@ -128,9 +132,9 @@ async fn admit<A: Adapter>(
     app.online_lists.mark(&identity.user_id);
     app.metrics.connections.inc();
     app.metrics.connected_sockets.set(app.local.len() as i64);
-    socket
-        .extensions
-        .insert(Arc::new(SocketSession::new(identity, device_id)));
+    socket.extensions.insert(Arc::new(
+        SocketSession::new(identity, device_id).with_socket_id(socket.id.to_string()),
+    ));
     handlers::install(&app, &socket);
     let disconnect_app = app.clone();
     socket.on_disconnect(move |socket: SocketRef<A>, reason: DisconnectReason| {
@@ -217,6 +221,12 @@ async fn disconnected<A: Adapter>(app: SharedApp, socket: SocketRef<A>, reason: 
         }
         Ok(false) => {}
         Err(error) => tracing::warn!(%user_id, %error, "could not release the device"),
+    }
+    // A participant taking part from this socket is reconnecting now (protocol §6).
+    if let Err(error) =
+        crate::services::rooms::socket_dropped(&app, user_id, &socket.id.to_string()).await
+    {
+        tracing::warn!(%user_id, %error, "could not mark the room participant reconnecting");
     }
     tracing::info!(%user_id, device_id = %session.device_id, socket_id = %socket.id, ?reason, "disconnected");
 }

@@ -22,6 +22,8 @@ const NEVER: Millis = 0;
 pub struct SocketSession {
     pub identity: Identity,
     pub device_id: String,
+    /// The Socket.IO socket id (a room participant's `socketId`, protocol §6).
+    pub socket_id: String,
     /// When the current credential expires; `auth:refresh` moves it.
     expiry: watch::Sender<Millis>,
 }
@@ -32,8 +34,15 @@ impl SocketSession {
         Self {
             identity,
             device_id,
+            socket_id: String::new(),
             expiry,
         }
+    }
+
+    /// Names the socket this session belongs to.
+    pub fn with_socket_id(mut self, socket_id: String) -> Self {
+        self.socket_id = socket_id;
+        self
     }
 
     pub fn user_id(&self) -> &str {

@@ -5,6 +5,7 @@ mod auth;
 mod calls;
 mod notifications;
 mod ops;
+mod rooms;
 
 use axum::Router;
 use axum::routing::{delete, get};
@@ -21,6 +22,8 @@ pub fn router(app: SharedApp) -> Router {
         .route("/online-users", get(ops::online_users))
         .route("/redis/online-users", get(ops::online_users))
         .route("/api/users/online", get(ops::online_users))
+        .route("/api/rooms", get(rooms::list))
+        .route("/api/rooms/{room_id}", get(rooms::get))
         .route("/api/users/{user_id}", get(admin::get_user))
         .route(
             "/api/users/{user_id}/friends",

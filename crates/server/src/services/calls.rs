@@ -26,7 +26,6 @@ use switchboard_db::{CallKind, CallMode, CallOutcome, CallSession, CallStatus, D
 use switchboard_db::{FinishCall, MediaType, NewCallSession};
 use switchboard_domain::DomainError;
 use switchboard_domain::calls::{self, CallRequest, NewCall};
-use switchboard_domain::devices::DeviceSession;
 use switchboard_protocol::StatusMessage;
 use switchboard_protocol::calls::{
     AcceptCallNewResponse, CallAcceptedNew, CallCancelled, CallCancelledReason, CallRef,
@@ -780,15 +779,6 @@ pub async fn get(app: &App, call_id: &str) -> AppResult<serde_json::Value> {
         .await?
         .ok_or_else(|| AppError::not_found("no such call"))?;
     history_entry(call)
-}
-
-/// The socket that holds a device now, from its session record.
-pub async fn socket_of(app: &App, user_id: &str, device_id: &str) -> AppResult<String> {
-    let record = app.store.get(&keys::session(user_id, device_id)).await?;
-    record
-        .and_then(|r| serde_json::from_str::<DeviceSession>(&r.value).ok())
-        .and_then(|s| s.socket_id)
-        .ok_or_else(|| DomainError::Conflict("this device is no longer connected".into()).into())
 }
 
 /// The state of a request, for tests and the admin view.
