@@ -211,15 +211,17 @@ async fn disconnected<A: Adapter>(app: SharedApp, socket: SocketRef<A>, reason: 
     let user_id = &session.identity.user_id;
     match sessions::release(&app, user_id, &session.device_id, &socket.id.to_string()).await {
         // The device went away (not replaced by a newer socket): the rings it placed stop
-        // (seed 000's cleanupUserCallState, outgoing side).
-        Ok(true) => {
+        // (seed 000's cleanupUserCallState, outgoing side). Not when this instance is
+        // shutting down: the client reconnects to another (or the restarted) instance and
+        // the call, kept in the store, rings on until answered or timed out.
+        Ok(true) if !matches!(reason, DisconnectReason::ClosingServer) => {
             if let Err(error) =
                 crate::services::calls::device_disconnected(&app, user_id, &session.device_id).await
             {
                 tracing::warn!(%user_id, %error, "could not cancel the device's rings");
             }
         }
-        Ok(false) => {}
+        Ok(_) => {}
         Err(error) => tracing::warn!(%user_id, %error, "could not release the device"),
     }
     // A participant taking part from this socket is reconnecting now (protocol §6).
