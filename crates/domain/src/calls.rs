@@ -367,7 +367,8 @@ mod tests {
     #[test]
     fn exactly_one_transition_wins() {
         let req = placed();
-        let winners: [fn(Option<CallRequest>) -> Result<CallRequest, DomainError>; 4] = [
+        type Step = fn(Option<CallRequest>) -> Result<CallRequest, DomainError>;
+        let winners: [Step; 4] = [
             |r| accept(r, "bob", "d", T0 + 1),
             |r| reject(r, "bob", "d", Some("busy"), T0 + 1),
             |r| cancel(r, "alice", None, T0 + 1),
