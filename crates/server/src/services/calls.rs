@@ -552,7 +552,19 @@ pub async fn ring_timed_out(app: &App, timer: &Timer) {
             // The record outlived nobody (every instance was down past its TTL): the
             // history row decides, once, whether this call still needs its ending.
             release_slots(app, &[&info.from, &info.to], call_id).await;
-            finish_history(app, call_id, CallOutcome::Missed, None, None).await
+            // Only a call still ringing in history was missed (an accepted one is the
+            // room's to finish).
+            match app.db.get_call_session(call_id).await {
+                Ok(Some(call)) if call.status == CallStatus::Ringing => {
+                    finish_history(app, call_id, CallOutcome::Missed, None, None).await
+                }
+                Ok(_) => false,
+                Err(error) => {
+                    tracing::warn!(%call_id, %error, "could not read the call's history row");
+                    retry_later(app, timer, now).await;
+                    false
+                }
+            }
         }
         Err(AppError::Domain(DomainError::Conflict(_))) => {
             // Either decided already, or this clock is behind the deadline: ring on.
@@ -568,13 +580,7 @@ pub async fn ring_timed_out(app: &App, timer: &Timer) {
         Err(error) => {
             // The lease runs out and another attempt follows.
             tracing::warn!(%call_id, %error, "ring timeout failed");
-            let _ = app
-                .store
-                .timer_schedule(&Timer {
-                    due_at: now + 1000,
-                    ..timer.clone()
-                })
-                .await;
+            retry_later(app, timer, now).await;
             false
         }
     };
@@ -606,6 +612,18 @@ pub async fn ring_timed_out(app: &App, timer: &Timer) {
         tracing::warn!(%call_id, %error, "could not queue the missed-call notification");
     }
     tracing::info!(%call_id, "ring timed out");
+}
+
+/// Re-arms a ring timer whose handler hit a backend failure, a second from now (rescheduling
+/// takes the claim away, so the runner's completion does not drop it).
+async fn retry_later(app: &App, timer: &Timer, now: switchboard_domain::Millis) {
+    let again = Timer {
+        due_at: now + 1000,
+        ..timer.clone()
+    };
+    if let Err(error) = app.store.timer_schedule(&again).await {
+        tracing::warn!(id = %timer.id, %error, "could not re-arm the ring timer");
+    }
 }
 
 /// The user's requests that are still ringing, read through the index (pruning entries
