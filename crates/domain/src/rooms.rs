@@ -580,16 +580,17 @@ pub fn end(
 
 /// A participant's socket dropped: they stay, reconnecting, for the reconnect window. A
 /// group host's drop also starts the grace period. Only the socket taking part counts (the
-/// user's other devices dropping change nothing).
+/// user's other devices dropping change nothing); `None` means the user is gone whatever
+/// their socket (every device lapsed: their instance died without telling).
 pub fn socket_dropped(
     record: Option<RoomRecord>,
     user_id: &str,
-    socket_id: &str,
+    socket_id: Option<&str>,
     now: Millis,
 ) -> Result<(RoomRecord, DropOutcome), DomainError> {
     let mut record = live(record)?;
     match record.participant(user_id) {
-        Some(p) if p.socket_id == socket_id => {}
+        Some(p) if socket_id.is_none_or(|s| s == p.socket_id) => {}
         _ => return Err(conflict("that socket does not take part")),
     }
     if record.reconnecting.contains_key(user_id) {
@@ -914,7 +915,7 @@ mod tests {
             end(Some(ended), "ann", T0 + 10),
             Err(DomainError::Conflict(_))
         ));
-        let (r, _) = socket_dropped(Some(r), "ann", "s-ann", T0 + 20).unwrap();
+        let (r, _) = socket_dropped(Some(r), "ann", Some("s-ann"), T0 + 20).unwrap();
         let (r, o) = grace_expired(Some(r), T0 + 20, true, T0 + 30_020).unwrap();
         assert_eq!(o, GraceOutcome::Hostless);
         assert!(end(Some(r), "bob", T0 + 30_021).is_ok());
@@ -923,7 +924,7 @@ mod tests {
     #[test]
     fn a_host_back_in_time_cancels_the_grace_check() {
         let r = joined(group(&[]), "bob");
-        let (r, o) = socket_dropped(Some(r), "ann", "s-ann", T0 + 5).unwrap();
+        let (r, o) = socket_dropped(Some(r), "ann", Some("s-ann"), T0 + 5).unwrap();
         assert!(o.grace_started);
         let mut again = actor("ann");
         again.socket_id = "s-ann-2".into();
@@ -942,7 +943,7 @@ mod tests {
     #[test]
     fn without_hostless_mode_the_grace_expiry_ends_the_room() {
         let r = joined(group(&[]), "bob");
-        let (r, _) = socket_dropped(Some(r), "ann", "s-ann", T0).unwrap();
+        let (r, _) = socket_dropped(Some(r), "ann", Some("s-ann"), T0).unwrap();
         let (r, o) = grace_expired(Some(r), T0, false, T0 + 30_000).unwrap();
         assert_eq!(o, GraceOutcome::Ended);
         assert_eq!(r.ending.unwrap().reason, "host_timeout");
@@ -951,8 +952,8 @@ mod tests {
     #[test]
     fn a_direct_room_ends_when_a_dropped_side_does_not_come_back() {
         let r = open_direct("c1", &actor("ann"), &actor("bob"), T0);
-        assert!(socket_dropped(Some(r.clone()), "bob", "other", T0).is_err());
-        let (r, o) = socket_dropped(Some(r), "bob", "s-bob", T0).unwrap();
+        assert!(socket_dropped(Some(r.clone()), "bob", Some("other"), T0).is_err());
+        let (r, o) = socket_dropped(Some(r), "bob", None, T0).unwrap();
         assert!(!o.grace_started);
         let (r, o) = reconnect_expired(Some(r), "bob", T0, true, T0 + 60_000).unwrap();
         assert!(o.ended);

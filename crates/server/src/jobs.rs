@@ -111,6 +111,11 @@ async fn reaper(app: SharedApp, stop: CancellationToken) {
                 if let Err(error) = presence::users_expired(&app, &users).await {
                     tracing::warn!(%error, "could not announce expired presence");
                 }
+                for user_id in &users {
+                    if let Err(error) = crate::services::rooms::user_gone(&app, user_id).await {
+                        tracing::warn!(%user_id, %error, "could not mark the room participant reconnecting");
+                    }
+                }
             }
             Err(error) => tracing::debug!(%error, "presence sweep failed"),
         }

@@ -1032,7 +1032,7 @@ async fn the_room_list_shows_public_rooms_to_all_and_private_ones_to_invitees() 
         .into_iter()
         .map(|r| r.room_id)
         .collect();
-    assert_eq!(ids, [public.room_id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&public.room_id));
     assert_eq!(rooms::list_for(&h.app, "dan").await.unwrap().len(), 2);
     // An ended room leaves the list.
     rooms::end(&h.app, "cat", &private.room_id).await.unwrap();
@@ -1062,4 +1062,19 @@ async fn room_creation_is_rate_limited() {
     assert_eq!(error.code().as_str(), "RATE_LIMITED");
     assert!(error.retry_after_ms().is_some());
     assert_eq!(slot(&h, "ann").await, None);
+}
+
+#[tokio::test]
+async fn a_participant_lost_with_a_crashed_instance_leaves_after_the_window() {
+    let h = harness().await;
+    let room = group(&h, "ann", &[]).await;
+    join(&h, "bob", &room.room_id).await.unwrap();
+    // The presence reaper found all of ann's devices lapsed: no disconnect ever ran.
+    rooms::user_gone(&h.app, "ann").await.unwrap();
+    h.advance(30).await;
+    assert_eq!(h.outbox.count("roomHostless"), 1);
+    h.advance(30).await;
+    assert_eq!(participants(&h.room(&room.room_id).await), ["bob"]);
+    // Users who are in no room are ignored.
+    rooms::user_gone(&h.app, "zed").await.unwrap();
 }

@@ -568,7 +568,7 @@ pub async fn create(app: &App, host: &Party, req: CreateRoom) -> AppResult<Room>
         }
     };
     app.store
-        .index_add(&keys::live_rooms(), &[room_id.clone()], None)
+        .index_add(&keys::live_rooms(), std::slice::from_ref(&room_id), None)
         .await?;
     attach(app, &host.user_id, &host.device_id, &room_id).await;
     let status = if record.room.room_type == RoomType::Group {
@@ -833,6 +833,17 @@ async fn finish(app: &App, record: &RoomRecord) {
 /// for the reconnect window, and a group host's grace period starts. Runs for every
 /// disconnect (seed 000's `cleanupUserCallState`, room part).
 pub async fn socket_dropped(app: &App, user_id: &str, socket_id: &str) -> AppResult<()> {
+    dropped(app, user_id, Some(socket_id)).await
+}
+
+/// Every device of the user lapsed (the presence reaper found them: their instance died
+/// without running the disconnect): the participant is reconnecting as after a drop, so a
+/// room whose members vanished with a crashed instance still ends.
+pub async fn user_gone(app: &App, user_id: &str) -> AppResult<()> {
+    dropped(app, user_id, None).await
+}
+
+async fn dropped(app: &App, user_id: &str, socket_id: Option<&str>) -> AppResult<()> {
     let Some(Engagement::InRoom { room_id }) = call_state::current(app, user_id).await? else {
         return Ok(());
     };

@@ -1,0 +1,168 @@
+// Rooms (protocol §6) across two instances sharing Redis (same key prefix) and one
+// PostgreSQL database: a host on A and participants on B see each other's joins, leaves,
+// chat, reactions and media state; the room list reaches sockets of both instances; two
+// leaves at once from both instances lose nobody; a double endCall from both ends the room
+// once; the host grace timer fires once (roomHostless exactly once) wherever it is claimed.
+// Skipped with a message when Redis or PostgreSQL is unreachable, unless
+// SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import {
+  REDIS_URL,
+  backendsSkipReason,
+  closeAllSockets,
+  connect,
+  createTestDatabase,
+  emitAck,
+  http,
+  randomId,
+  redisCleanup,
+  sleep,
+  startServer,
+  waitForEvent,
+  withStderr,
+} from './helpers.mjs';
+
+const GRACE_SECS = 2;
+const T = { timeout: 90_000 };
+
+async function dev(server, userId, name, deviceId = 'd1') {
+  const socket = await connect(server.url, { userId, name, deviceId }, { timeoutMs: 10_000 });
+  await waitForEvent(socket, 'session', { timeoutMs: 10_000 });
+  return socket;
+}
+
+function ok(ack, what) {
+  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
+  return ack;
+}
+
+async function call(socket, event, payload, what = event) {
+  return ok(await emitAck(socket, event, payload, 10_000), what);
+}
+
+function eventsOf(socket, event, predicate = () => true) {
+  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
+}
+
+const inRoom = (roomId) => (d) => d?.roomId === roomId;
+const listHas = (roomId, pred = () => true) => (d) => (d?.rooms ?? []).some((r) => r.roomId === roomId && pred(r));
+const ids = (room) => room.participants.map((p) => p.userId).sort();
+
+let skipReason = null;
+let backendError = null;
+try {
+  skipReason = await backendsSkipReason();
+} catch (e) {
+  backendError = e;
+}
+if (skipReason) console.log(`# skipping multi-instance rooms tests: ${skipReason}`);
+
+if (skipReason) {
+  test('rooms across two instances', { skip: `backends unavailable: ${skipReason}` }, () => {});
+} else describe(`rooms across two instances (Redis + PostgreSQL, grace ${GRACE_SECS} s)`, () => {
+  let a;
+  let b;
+  let db;
+  const prefix = `e2e-rooms-multi-${randomBytes(5).toString('hex')}:`;
+
+  before(async () => {
+    if (backendError) throw backendError;
+    db = await createTestDatabase();
+    const env = {
+      SWITCHBOARD_STORE__PREFIX: prefix,
+      SWITCHBOARD_TIMERS__HOST_GRACE_PERIOD_SECS: String(GRACE_SECS),
+      SWITCHBOARD_TIMERS__RECONNECT_WINDOW_SECS: '30',
+      SWITCHBOARD_RATE_LIMITS__ROOM_CREATE__LIMIT: '1000',
+    };
+    const args = ['--redis-url', REDIS_URL, '--database-url', db.url];
+    // One after the other: both run the database migrations at start-up.
+    a = await startServer({ dev: true, env, args });
+    b = await startServer({ dev: true, env, args });
+  });
+
+  after(async () => {
+    closeAllSockets();
+    await Promise.allSettled([a?.stop(), b?.stop()]);
+    if (db) await db.drop().catch((e) => console.log(`# could not drop ${db.name}: ${e.message}`));
+    redisCleanup(prefix);
+  });
+  const srv = () => [a, b];
+
+  test(
+    'a host on A and participants on B: list, joins, chat, reactions, media, leaves at once, double endCall',
+    T,
+    withStderr(srv, async () => {
+      const [h, p, q, w] = [randomId('mh'), randomId('mp'), randomId('mq'), randomId('mw')];
+      const sh = await dev(a, h, 'Hana');
+      const sp = await dev(b, p, 'Pia');
+      const sq = await dev(b, q, 'Quin');
+      const sw = await dev(b, w, 'Watcher');
+      const room = (await call(sh, 'createRoom', { roomType: 'group', roomName: 'Across' })).room;
+      await waitForEvent(sw, 'roomListUpdated', { predicate: listHas(room.roomId) });
+      assert.ok((await call(sw, 'getRooms', {})).rooms.some((r) => r.roomId === room.roomId), 'listed on B');
+
+      await call(sp, 'joinRoom', { roomId: room.roomId });
+      await call(sq, 'joinRoom', { roomId: room.roomId });
+      await waitForEvent(sh, 'userJoined', { predicate: (d) => d.userId === p });
+      await waitForEvent(sh, 'userJoined', { predicate: (d) => d.userId === q });
+      await waitForEvent(sw, 'roomListUpdated', { predicate: listHas(room.roomId, (r) => r.participantCount === 3) });
+
+      const m = (await call(sh, 'sendMessage', { roomId: room.roomId, content: 'from A' })).message;
+      assert.equal((await waitForEvent(sp, 'newMessage', { predicate: (d) => d.messageId === m.messageId })).content, 'from A');
+      await call(sp, 'reactToMessage', { roomId: room.roomId, messageId: m.messageId, emoji: '🎉' });
+      const upd = await waitForEvent(sh, 'messageReactionUpdated', { predicate: (d) => d.messageId === m.messageId });
+      assert.deepEqual(upd.reactions, [{ emoji: '🎉', userIds: [p], count: 1 }]);
+      await call(sq, 'mediaStateChanged', { roomId: room.roomId, isMuted: true, isVideoEnabled: false });
+      assert.equal((await waitForEvent(sh, 'participantMediaStateUpdated', { predicate: (d) => d.userId === q })).isMuted, true);
+
+      // Two leaves at once, one handled by each instance (q joins A with a second device).
+      const sqA = await dev(a, q, 'Quin', 'd2');
+      await call(sqA, 'joinRoom', { roomId: room.roomId });
+      const [l1, l2] = await Promise.all([
+        emitAck(sp, 'leaveRoom', { roomId: room.roomId }, 10_000),
+        emitAck(sqA, 'leaveRoom', { roomId: room.roomId }, 10_000),
+      ]);
+      ok(l1, 'leave on B');
+      ok(l2, 'leave on A');
+      const now = (await http(`${b.url}/api/rooms/${room.roomId}`)).json.room;
+      assert.deepEqual(ids(now), [h]);
+      await waitForEvent(sh, 'userLeft', { predicate: (d) => d.userId === p });
+      await waitForEvent(sh, 'userLeft', { predicate: (d) => d.userId === q });
+
+      // Pia rejoins; the host ends it from A and, at the same time, from a device on B.
+      await call(sp, 'joinRoom', { roomId: room.roomId });
+      const shB = await dev(b, h, 'Hana', 'd2');
+      await call(shB, 'joinRoom', { roomId: room.roomId });
+      const [e1, e2] = await Promise.all([
+        emitAck(sh, 'endCall', { roomId: room.roomId }, 10_000),
+        emitAck(shB, 'endCall', { roomId: room.roomId }, 10_000),
+      ]);
+      const outcomes = [e1, e2].map((x) => (x.success ? 'ok' : x.code)).sort();
+      assert.deepEqual(outcomes, ['CONFLICT', 'ok'], JSON.stringify([e1, e2]));
+      await waitForEvent(sp, 'callEnded', { predicate: inRoom(room.roomId) });
+      await sleep(500);
+      assert.equal(eventsOf(sp, 'callEnded', inRoom(room.roomId)).length, 1, 'callEnded once');
+    }),
+  );
+
+  test(
+    'the host on A drops; participants on B get roomHostless once, then end the room',
+    T,
+    withStderr(srv, async () => {
+      const [h, p] = [randomId('gh'), randomId('gp')];
+      const sh = await dev(a, h, 'Hana');
+      const sp = await dev(b, p, 'Pia');
+      const room = (await call(sh, 'createRoom', { roomType: 'group' })).room;
+      await call(sp, 'joinRoom', { roomId: room.roomId });
+      sh.close();
+      await waitForEvent(sp, 'roomHostless', { predicate: inRoom(room.roomId), timeoutMs: (GRACE_SECS + 4) * 1000 });
+      await sleep(1000);
+      assert.equal(eventsOf(sp, 'roomHostless', inRoom(room.roomId)).length, 1, 'the grace timer fired once');
+      await call(sp, 'endCall', { roomId: room.roomId });
+      const ended = await waitForEvent(sp, 'callEnded', { predicate: inRoom(room.roomId) });
+      assert.equal(ended.endedBy, p);
+    }),
+  );
+});
