@@ -736,3 +736,100 @@ async fn history_pages_newest_first_with_outcomes() {
     let (carol, _) = calls::history(&h.app, "carol", None, None).await.unwrap();
     assert!(carol.is_empty());
 }
+
+/// A second instance of the deployment: the same store and database, its own outbox.
+fn second_instance(h: &Harness) -> (SharedApp, Arc<Recorder>) {
+    let outbox = Arc::new(Recorder::default());
+    let backends = Backends {
+        store: h.app.store.clone(),
+        db: h.app.db.clone(),
+        bus: Arc::new(MemoryBus::new()),
+    };
+    let mut settings = h.app.settings.clone();
+    settings.server.instance_id = "second".into();
+    let app = App::new(
+        settings,
+        backends,
+        Arc::new(h.clock.clone()),
+        outbox.clone(),
+    );
+    (app, outbox)
+}
+
+#[tokio::test]
+async fn two_instances_agree_on_the_winner_and_fire_the_timeout_once() {
+    let h = two_users().await;
+    let (b, _b_out) = second_instance(&h);
+    // Accept on one instance, cancel on the other, in the same millisecond.
+    for _ in 0..10 {
+        let id = new_id();
+        call(&h.app, "alice", "a1", &id, "bob").await.unwrap();
+        let (accepted, cancelled) = tokio::join!(
+            accept(&b, "bob", "phone", &id),
+            calls::cancel(&h.app, "alice", &id)
+        );
+        assert_eq!(
+            [accepted.is_ok(), cancelled.is_ok()]
+                .iter()
+                .filter(|w| **w)
+                .count(),
+            1,
+            "{accepted:?} {cancelled:?}"
+        );
+        if let Ok(room_id) = accepted {
+            switchboard_server::services::rooms::leave(&h.app, "alice", &room_id)
+                .await
+                .unwrap();
+        }
+        // Stay under the call rate limit (10 per 60 s).
+        h.clock.advance(7_000);
+    }
+    // Both instances poll the deadline queue at the deadline: one of them fires it.
+    h.outbox.clear();
+    let id = new_id();
+    call(&b, "alice", "a1", &id, "bob").await.unwrap();
+    h.clock.advance(30_000);
+    let claim = |app: SharedApp, owner: &'static str| async move {
+        let due = app
+            .store
+            .timers_claim_due(app.now(), 100, owner, Duration::from_secs(30))
+            .await
+            .unwrap();
+        for timer in &due {
+            calls::ring_timed_out(&app, timer).await;
+            app.store.timer_complete(&timer.id, owner).await.unwrap();
+        }
+        due.len()
+    };
+    let (first, second) = tokio::join!(claim(h.app.clone(), "one"), claim(b.clone(), "two"));
+    assert_eq!(
+        first + second,
+        1,
+        "exactly one instance fires the ring timeout"
+    );
+    assert_eq!(state(&h.app, &id).await, Some(PendingCallState::Timeout));
+    let (notices, _) = notifications::list(&h.app, "bob", None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        notices.iter().filter(|n| n.kind == "missed_call").count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn call_attempts_are_rate_limited() {
+    let h = two_users().await;
+    for _ in 0..10 {
+        let id = new_id();
+        call(&h.app, "alice", "a1", &id, "bob").await.unwrap();
+        calls::cancel(&h.app, "alice", &id).await.unwrap();
+    }
+    let limited = call(&h.app, "alice", "a1", &new_id(), "bob")
+        .await
+        .unwrap_err();
+    assert_eq!(limited.code().as_str(), "RATE_LIMITED");
+    assert!(serde_json::to_value(limited.to_ack()).unwrap()["retryAfterMs"].as_u64() > Some(0));
+    h.clock.advance(60_000);
+    call(&h.app, "alice", "a1", &new_id(), "bob").await.unwrap();
+}
