@@ -1078,3 +1078,21 @@ async fn a_participant_lost_with_a_crashed_instance_leaves_after_the_window() {
     // Users who are in no room are ignored.
     rooms::user_gone(&h.app, "zed").await.unwrap();
 }
+
+#[tokio::test]
+async fn room_chat_is_rate_limited_like_conversation_chat() {
+    let h = harness().await;
+    let room = group(&h, "ann", &[]).await;
+    for i in 0..10 {
+        rooms::send_message(&h.app, &party("ann"), &room.room_id, &format!("m{i}"), None)
+            .await
+            .unwrap();
+    }
+    let refused = rooms::send_message(&h.app, &party("ann"), &room.room_id, "one more", None).await;
+    assert_eq!(code(refused), "RATE_LIMITED");
+    assert_eq!(h.room(&room.room_id).await.messages.len(), 10);
+    h.clock.advance(10_000);
+    rooms::send_message(&h.app, &party("ann"), &room.room_id, "later", None)
+        .await
+        .unwrap();
+}

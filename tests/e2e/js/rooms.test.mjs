@@ -432,27 +432,33 @@ for (const backend of BACKENDS) describe(`rooms on one instance (${backend.label
       'a room survives a restart in Redis mode: listed, joinable again, chat history kept',
       T,
       withStderr(srv, async () => {
-        const [a, b] = [randomId('sa'), randomId('sb')];
+        const [a, b, c] = [randomId('sa'), randomId('sb'), randomId('sc')];
         let sa = await dev(server, a, 'Ann');
         let sb = await dev(server, b, 'Ben');
+        let sc = await dev(server, c, 'Cleo');
         const room = await createGroup(sa, { roomName: 'Durable' });
         await call(sb, 'joinRoom', { roomId: room.roomId });
+        await call(sc, 'joinRoom', { roomId: room.roomId });
         const m = (await call(sa, 'sendMessage', { roomId: room.roomId, content: 'before the restart' })).message;
         closeAllSockets();
         await server.stop();
         server = await startServer({ dev: true, env, args });
         const listed = (await http(`${server.url}/api/rooms`)).json.rooms.find((r) => r.roomId === room.roomId);
         assert.ok(listed, 'the room is still there');
-        assert.deepEqual(ids(listed), [a, b].sort());
+        assert.deepEqual(ids(listed), [a, b, c].sort());
         sa = await dev(server, a, 'Ann');
         sb = await dev(server, b, 'Ben');
+        // Cleo's device comes back but does not join again: room events still reach it.
+        sc = await dev(server, c, 'Cleo');
         const back = (await call(sa, 'joinRoom', { roomId: room.roomId })).room;
         assert.deepEqual(back.messages.map((x) => x.messageId), [m.messageId]);
         await call(sb, 'joinRoom', { roomId: room.roomId });
         await call(sb, 'sendMessage', { roomId: room.roomId, content: 'after the restart' });
         await waitForEvent(sa, 'newMessage', { predicate: (d) => d.content === 'after the restart' });
+        await waitForEvent(sc, 'newMessage', { predicate: (d) => d.content === 'after the restart' });
         await call(sa, 'endCall', { roomId: room.roomId });
         await waitForEvent(sb, 'callEnded', { predicate: inRoom(room.roomId) });
+        await waitForEvent(sc, 'callEnded', { predicate: inRoom(room.roomId) });
       }),
     );
   }

@@ -46,6 +46,8 @@ pub const GRACE_TIMER: &str = "room_host_grace";
 pub const INVITATION_TIMER: &str = "room_invitation";
 /// The rate-limit action of `createRoom`.
 pub const CREATE_ACTION: &str = "room_create";
+/// The rate-limit action of `sendMessage` (limited like `message:send`, counted apart).
+pub const MESSAGE_ACTION: &str = "room_message";
 /// An ended room stays readable (`GET /api/rooms/{id}`, a late `endCall` gets `CONFLICT`)
 /// this long.
 const ENDED_ROOM_TTL: Duration = Duration::from_secs(3600);
@@ -130,8 +132,22 @@ fn to_value<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-async fn emit_room(app: &App, room_id: &str, event: &'static str, data: serde_json::Value) {
-    app.outbox.emit(rooms::room(room_id), event, data).await;
+/// Where a room's events go: its Socket.IO room, and the device of every participant
+/// directly as well, so a device whose channel membership was lost (its instance restarted,
+/// the adapter failed to join it) still hears them. The outbox sends once per socket.
+fn audience(record: &RoomRecord) -> Vec<String> {
+    std::iter::once(rooms::room(record.id()))
+        .chain(
+            record
+                .devices
+                .iter()
+                .map(|(user, device)| rooms::device(user, device)),
+        )
+        .collect()
+}
+
+async fn emit_room(app: &App, record: &RoomRecord, event: &'static str, data: serde_json::Value) {
+    app.outbox.emit_to(audience(record), event, data).await;
 }
 
 fn timer_id(kind: &str, room_id: &str, user_id: Option<&str>) -> String {
@@ -237,6 +253,22 @@ async fn detach(app: &App, user_id: &str, device_id: Option<&str>, room_id: &str
             .await;
     }
     unclaim(app, user_id, room_id).await;
+    // A join of the same user that landed between the leave and this release (another
+    // device joining again) keeps them in the room: their slot is claimed back.
+    if let Ok(Some(r)) = record(app, room_id).await
+        && !r.is_ended()
+        && r.is_participant(user_id)
+    {
+        let _ = call_state::engage(
+            app,
+            user_id,
+            Engagement::InRoom {
+                room_id: room_id.to_string(),
+            },
+        )
+        .await;
+        return;
+    }
     // Only if the slot moved on to nothing else: a user who already joined another room
     // stays in a call.
     match call_state::current(app, user_id).await {
@@ -657,7 +689,7 @@ pub async fn enter(app: &App, party: &Party, room_id: &str, entry: Entry) -> App
                 cancel(app, INVITATION_TIMER, room_id, Some(&party.user_id)).await;
                 app.outbox
                     .emit_except(
-                        vec![rooms::room(room_id)],
+                        audience(&record),
                         rooms::user(&party.user_id),
                         events::CALL_ACCEPTED,
                         json!({ "userId": party.user_id, "roomId": room_id }),
@@ -666,7 +698,7 @@ pub async fn enter(app: &App, party: &Party, room_id: &str, entry: Entry) -> App
             }
             app.outbox
                 .emit_except(
-                    vec![rooms::room(room_id)],
+                    audience(&record),
                     rooms::user(&party.user_id),
                     events::USER_JOINED,
                     json!({
@@ -685,7 +717,7 @@ pub async fn enter(app: &App, party: &Party, room_id: &str, entry: Entry) -> App
                 cancel(app, GRACE_TIMER, room_id, None).await;
                 emit_room(
                     app,
-                    room_id,
+                    &record,
                     events::HOST_RECONNECTED,
                     json!({ "roomId": room_id, "userId": party.user_id }),
                 )
@@ -704,7 +736,7 @@ pub async fn reject(app: &App, user_id: &str, user_name: &str, room_id: &str) ->
     cancel(app, INVITATION_TIMER, room_id, Some(user_id)).await;
     emit_room(
         app,
-        room_id,
+        &record,
         events::CALL_REJECTED,
         json!({ "userId": user_id, "userName": user_name, "roomId": room_id }),
     )
@@ -732,7 +764,7 @@ async fn after_leave(
     history_leave(app, record, user_id, now).await;
     emit_room(
         app,
-        room_id,
+        record,
         events::USER_LEFT,
         json!({ "userId": user_id, "roomId": room_id }),
     )
@@ -741,7 +773,7 @@ async fn after_leave(
         cancel(app, GRACE_TIMER, room_id, None).await;
         emit_room(
             app,
-            room_id,
+            record,
             events::ROOM_HOSTLESS,
             json!({
                 "roomId": room_id,
@@ -790,7 +822,7 @@ async fn finish(app: &App, record: &RoomRecord) {
     let ending = record.ending.clone();
     emit_room(
         app,
-        room_id,
+        record,
         events::ROOM_CALL_ENDED,
         json!({
             "roomId": room_id,
@@ -983,7 +1015,7 @@ pub async fn grace_expired(app: &App, timer: &Timer) {
         Ok((record, GraceOutcome::Hostless)) => {
             emit_room(
                 app,
-                &room_id,
+                &record,
                 events::ROOM_HOSTLESS,
                 json!({
                     "roomId": room_id,
@@ -1047,14 +1079,21 @@ pub async fn send_message(
     content: &str,
     reply_to: Option<&str>,
 ) -> AppResult<ChatMessage> {
+    rate_limit::check(
+        app,
+        &party.user_id,
+        MESSAGE_ACTION,
+        app.settings.rate_limits.message,
+    )
+    .await?;
     let now = app.now();
     let id = uuid::Uuid::new_v4().to_string();
     let actor = party.actor();
-    let (_, message) = transition(app, room_id, |cur| {
+    let (record, message) = transition(app, room_id, |cur| {
         domain::send_message(cur, &actor, &id, content, reply_to, now)
     })
     .await?;
-    emit_room(app, room_id, events::NEW_MESSAGE, to_value(&message)).await;
+    emit_room(app, &record, events::NEW_MESSAGE, to_value(&message)).await;
     Ok(message)
 }
 
@@ -1067,13 +1106,13 @@ pub async fn react(
     message_id: &str,
     emoji: &str,
 ) -> AppResult<ChatMessage> {
-    let (_, message) = transition(app, room_id, |cur| {
+    let (record, message) = transition(app, room_id, |cur| {
         domain::react(cur, user_id, message_id, emoji)
     })
     .await?;
     emit_room(
         app,
-        room_id,
+        &record,
         events::ROOM_MESSAGE_REACTION_UPDATED,
         json!({ "messageId": message.message_id, "reactions": message.reactions }),
     )
@@ -1090,13 +1129,13 @@ pub async fn media_state(
     is_video_enabled: bool,
 ) -> AppResult<()> {
     let now = app.now();
-    let (_, p) = transition(app, room_id, |cur| {
+    let (record, p) = transition(app, room_id, |cur| {
         domain::media_state(cur, user_id, is_muted, is_video_enabled, now)
     })
     .await?;
     emit_room(
         app,
-        room_id,
+        &record,
         events::PARTICIPANT_MEDIA_STATE_UPDATED,
         json!({
             "userId": p.user_id,
