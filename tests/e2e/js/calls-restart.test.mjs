@@ -93,10 +93,12 @@ if (skipReason) {
     const callId = randomUUID();
     ok(await ack(sx, 'callUser', { callId, targetUserId: y }), 'callUser');
     await waitForEvent(sy, 'incomingCallNew', { predicate: forCall(callId) });
-    sx.close();
-    sy.close();
+    // The server goes away under connected clients (a deploy): it closes their sockets
+    // itself, which must not cancel the ring. (A client hanging up its own socket would.)
     const { code } = await first.stop({ signal: 'SIGTERM' });
     assert.equal(code, 0, 'clean shutdown');
+    sx.close();
+    sy.close();
 
     const second = await start(env, 30);
     const y2 = await dev(second, y, 'Yves', 'y-phone');
