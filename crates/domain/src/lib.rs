@@ -7,6 +7,8 @@
 //! # Layout
 //! - [`time`]: the millisecond timestamp type and the [`time::Clock`] seam the drivers use.
 //! - [`error`]: [`DomainError`], the one error vocabulary the services map to ack codes.
+//! - [`calls`]: the direct-call ringing machine (pending → accepted | rejected | cancelled |
+//!   timeout), seed 002's `CallManager` as pure transitions.
 //! - [`chat`]: chat rules: membership and management, content, deletion visibility,
 //!   unread recipients, typing.
 //! - [`devices`]: device sessions: connect, replacement, disconnect, the device cap.
@@ -15,6 +17,7 @@
 //!   reconnect window, in-room chat and media state.
 //! - [`limits`]: validation of ids, names and sizes (protocol §11).
 
+pub mod calls;
 pub mod chat;
 pub mod devices;
 pub mod error;

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use scenario::calls::{self, CallsArgs};
 use scenario::churn::{self, ChurnArgs};
 use scenario::fanout::{self, FanoutArgs};
 use server::{Backend, ServerOptions};
@@ -42,6 +43,15 @@ enum Scenario {
         server: ServerArgs,
         #[command(flatten)]
         churn: ChurnArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Direct-call setup: callUser → incomingCallNew → acceptCallNew → callAcceptedNew.
+    Calls {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        calls: CallsArgs,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -117,6 +127,11 @@ fn main() -> Result<()> {
             fanout,
             output,
         } => runtime(&output)?.block_on(run_fanout(server, fanout, output, &command_line)),
+        Scenario::Calls {
+            server,
+            calls,
+            output,
+        } => runtime(&output)?.block_on(run_calls(server, calls, output, &command_line)),
     }
 }
 
@@ -203,6 +218,50 @@ async fn run_churn(
         report::update_docs(
             path,
             &format!("churn:{}", options.backend.as_str()),
+            &section,
+        )?;
+        eprintln!("loadgen: updated {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run_calls(
+    server: ServerArgs,
+    args: CallsArgs,
+    output: OutputArgs,
+    command_line: &str,
+) -> Result<()> {
+    // The scenario's rate-limit settings first, so `--server-env` can override them.
+    let mut env = calls::server_env();
+    env.extend(server.server_env);
+    let options = ServerOptions {
+        bin: server.server_bin,
+        backend: server.backend,
+        redis_url: server.redis_url,
+        friends_mode: true,
+        log_level: server.server_log,
+        env,
+    };
+    let mut results = Vec::new();
+    for run in 1..=output.runs {
+        eprintln!("loadgen: calls run {run}/{}", output.runs);
+        let result = calls::run(&options, &args).await?;
+        println!("{}", calls::table(std::slice::from_ref(&result)));
+        results.push(result);
+    }
+    let machine = report::Machine::detect();
+    let section = calls::section(
+        options.backend.as_str(),
+        &machine,
+        &options.bin,
+        command_line,
+        &results,
+    );
+    println!("{section}");
+    if let Some(path) = &output.docs {
+        report::update_docs(
+            path,
+            &format!("calls:{}", options.backend.as_str()),
             &section,
         )?;
         eprintln!("loadgen: updated {}", path.display());

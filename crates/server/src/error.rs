@@ -57,6 +57,10 @@ impl AppError {
     pub fn to_ack(&self) -> AckError {
         let mut ack = AckError::new(self.code(), self.public_message());
         ack.retry_after_ms = self.retry_after_ms();
+        // Protocol §5: the callee being offline or busy is worth trying again later.
+        if matches!(self.code(), ErrorCode::Offline | ErrorCode::Busy) {
+            ack.can_retry = Some(true);
+        }
         ack
     }
 

@@ -28,7 +28,7 @@ use crate::config::{Settings, StoreBackend, redact_url};
 use crate::gateway;
 use crate::http;
 use crate::jobs::{self, TimerHandler};
-use crate::services::{notifications, sessions, typing};
+use crate::services::{calls, notifications, sessions, typing};
 
 pub struct Application {
     listener: TcpListener,
@@ -238,6 +238,10 @@ fn register_builtin_timers(app: &SharedApp) {
             Arc::new(|app, timer| Box::pin(notifications::on_timer(app, timer))),
         );
     }
+    app.timers.register(
+        calls::RING_TIMER,
+        Arc::new(|app, timer| Box::pin(async move { calls::ring_timed_out(&app, &timer).await })),
+    );
     app.timers.register(
         typing::TYPING_TIMER,
         Arc::new(|app, timer| Box::pin(async move { typing::expired(&app, &timer).await })),

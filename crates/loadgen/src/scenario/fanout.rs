@@ -353,7 +353,12 @@ async fn member_loop(
 }
 
 /// Emits `name` with an ack id and waits for that ack, skipping other traffic.
-async fn request(client: &mut SioClient, name: &str, payload: Value, id: u64) -> Result<Value> {
+pub(super) async fn request(
+    client: &mut SioClient,
+    name: &str,
+    payload: Value,
+    id: u64,
+) -> Result<Value> {
     client.emit(name, &[payload], Some(id)).await?;
     let wait = async {
         loop {

@@ -1,5 +1,6 @@
 //! Scenarios and the pieces they share: simulated users and what they receive.
 
+pub mod calls;
 pub mod churn;
 pub mod fanout;
 

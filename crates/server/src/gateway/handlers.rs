@@ -24,6 +24,7 @@ pub fn install<A: Adapter>(app: &SharedApp, socket: &SocketRef<A>) {
     on(app, socket, events::GET_ONLINE_USERS, get_online_users);
     on(app, socket, events::GET_FRIENDS, get_friends);
     super::chat::install(app, socket);
+    super::calls::install(app, socket);
     super::room_events::install(app, socket);
 }
 

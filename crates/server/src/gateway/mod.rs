@@ -4,6 +4,7 @@
 //! or the database themselves. The gateway is generic over the Socket.IO adapter so the same
 //! code serves the in-memory deployment and the Redis-shared one.
 
+mod calls;
 mod chat;
 mod dispatch;
 mod handlers;
@@ -188,6 +189,11 @@ async fn connected<A: Adapter>(app: SharedApp, socket: SocketRef<A>) {
     });
     dispatch::emit(&app, &socket, events::SESSION, &hello);
     session::watch_expiry(app.clone(), socket.clone(), session.clone());
+    // A device that connects while its user is being rung rings too (§5), once it can
+    // hear it: after `connect`.
+    if let Err(error) = crate::services::calls::device_connected(&app, &user_id, &device_id).await {
+        tracing::warn!(%user_id, %error, "could not ring the new device");
+    }
     tracing::info!(%user_id, %device_id, socket_id = %socket.id, "connected");
 }
 
@@ -204,6 +210,17 @@ async fn disconnected<A: Adapter>(app: SharedApp, socket: SocketRef<A>, reason: 
     session.close();
     let user_id = &session.identity.user_id;
     match sessions::release(&app, user_id, &session.device_id, &socket.id.to_string()).await {
+        // The device went away (not replaced by a newer socket): the rings it placed stop
+        // (seed 000's cleanupUserCallState, outgoing side). Not when this instance is
+        // shutting down: the client reconnects to another (or the restarted) instance and
+        // the call, kept in the store, rings on until answered or timed out.
+        Ok(true) if !matches!(reason, DisconnectReason::ClosingServer) => {
+            if let Err(error) =
+                crate::services::calls::device_disconnected(&app, user_id, &session.device_id).await
+            {
+                tracing::warn!(%user_id, %error, "could not cancel the device's rings");
+            }
+        }
         Ok(_) => {}
         Err(error) => tracing::warn!(%user_id, %error, "could not release the device"),
     }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod calls;
 mod notifications;
 mod ops;
 mod rooms;
@@ -38,6 +39,9 @@ pub fn router(app: SharedApp) -> Router {
             delete(admin::revoke_session),
         )
         .route("/api/me/sessions", get(admin::my_sessions))
+        .route("/api/calls/history", get(calls::history))
+        .route("/api/calls/{call_id}", get(calls::get))
+        .route("/api/me/calls", get(calls::mine))
         .route(
             "/api/users/{user_id}/notifications",
             get(notifications::for_user),

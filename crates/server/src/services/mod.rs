@@ -2,6 +2,7 @@
 //! changed. Handlers (Socket.IO and HTTP) only parse, call a service, and answer.
 
 pub mod call_state;
+pub mod calls;
 pub mod conversations;
 pub mod friends;
 pub mod messages;
