@@ -46,21 +46,21 @@ enum Scenario {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Direct-call setup: callUser → incomingCallNew → acceptCallNew → callAcceptedNew.
-    Calls {
-        #[command(flatten)]
-        server: ServerArgs,
-        #[command(flatten)]
-        calls: CallsArgs,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
     /// Chat fan-out: message throughput and delivery latency for conversations of given sizes.
     Fanout {
         #[command(flatten)]
         server: ServerArgs,
         #[command(flatten)]
         fanout: FanoutArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Direct calls: call setups per second (callUser → callAcceptedNew) and call ends.
+    Calls {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        calls: CallsArgs,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -184,6 +184,53 @@ async fn run_fanout(
     Ok(())
 }
 
+async fn run_calls(
+    server: ServerArgs,
+    args: CallsArgs,
+    output: OutputArgs,
+    command_line: &str,
+) -> Result<()> {
+    // The scenario's rate-limit settings first, so `--server-env` can override them.
+    let mut env = calls::server_env();
+    env.extend(server.server_env);
+    let options = ServerOptions {
+        bin: server.server_bin,
+        backend: server.backend,
+        redis_url: server.redis_url,
+        friends_mode: true,
+        log_level: server.server_log,
+        env,
+    };
+    let mut results = Vec::new();
+    for run in 1..=output.runs {
+        eprintln!(
+            "loadgen: calls run {run}/{}, {} pairs",
+            output.runs, args.pairs
+        );
+        let result = calls::run(&options, &args).await?;
+        println!("{}", report::calls_table(std::slice::from_ref(&result)));
+        results.push(result);
+    }
+    let machine = report::Machine::detect();
+    let section = report::calls_section(
+        options.backend.as_str(),
+        &machine,
+        &options.bin,
+        command_line,
+        &results,
+    );
+    println!("{section}");
+    if let Some(path) = &output.docs {
+        report::update_docs(
+            path,
+            &format!("calls:{}", options.backend.as_str()),
+            &section,
+        )?;
+        eprintln!("loadgen: updated {}", path.display());
+    }
+    Ok(())
+}
+
 async fn run_churn(
     server: ServerArgs,
     args: ChurnArgs,
@@ -218,50 +265,6 @@ async fn run_churn(
         report::update_docs(
             path,
             &format!("churn:{}", options.backend.as_str()),
-            &section,
-        )?;
-        eprintln!("loadgen: updated {}", path.display());
-    }
-    Ok(())
-}
-
-async fn run_calls(
-    server: ServerArgs,
-    args: CallsArgs,
-    output: OutputArgs,
-    command_line: &str,
-) -> Result<()> {
-    // The scenario's rate-limit settings first, so `--server-env` can override them.
-    let mut env = calls::server_env();
-    env.extend(server.server_env);
-    let options = ServerOptions {
-        bin: server.server_bin,
-        backend: server.backend,
-        redis_url: server.redis_url,
-        friends_mode: true,
-        log_level: server.server_log,
-        env,
-    };
-    let mut results = Vec::new();
-    for run in 1..=output.runs {
-        eprintln!("loadgen: calls run {run}/{}", output.runs);
-        let result = calls::run(&options, &args).await?;
-        println!("{}", calls::table(std::slice::from_ref(&result)));
-        results.push(result);
-    }
-    let machine = report::Machine::detect();
-    let section = calls::section(
-        options.backend.as_str(),
-        &machine,
-        &options.bin,
-        command_line,
-        &results,
-    );
-    println!("{section}");
-    if let Some(path) = &output.docs {
-        report::update_docs(
-            path,
-            &format!("calls:{}", options.backend.as_str()),
             &section,
         )?;
         eprintln!("loadgen: updated {}", path.display());

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::scenario::calls::{self, CallsResult};
 use crate::scenario::churn::ChurnResult;
 use crate::scenario::fanout::FanoutResult;
 use crate::stats::median;
@@ -389,6 +390,165 @@ pub fn fanout_section(
     )
 }
 
+const CALLS_HEADER: &str = "| run | backend | pairs | setups/s | setup p50 / p99 (ms) | callUser ack p50 / p99 (ms) | end p50 / p99 (ms) | server CPU (s, % of one core) | server RSS end / peak (MiB) | loadgen CPU (% of one core) | errors |\n\
+|---|---|---|---|---|---|---|---|---|---|---|\n";
+
+/// The displayed figures of one calls row.
+#[derive(Debug, Clone, Copy)]
+struct CallsRow {
+    setups: f64,
+    setup_p50: f64,
+    setup_p99: f64,
+    ack_p50: f64,
+    ack_p99: f64,
+    end_p50: f64,
+    end_p99: f64,
+    server_cpu_secs: Option<f64>,
+    server_cpu_percent: f64,
+    rss_end: f64,
+    rss_peak: f64,
+    loadgen_cpu_percent: f64,
+    errors: f64,
+}
+
+impl CallsRow {
+    fn of(r: &CallsResult) -> Self {
+        Self {
+            setups: r.setups_per_sec(),
+            setup_p50: r.setup_p50_ms,
+            setup_p99: r.setup_p99_ms,
+            ack_p50: r.call_ack_p50_ms,
+            ack_p99: r.call_ack_p99_ms,
+            end_p50: r.end_p50_ms,
+            end_p99: r.end_p99_ms,
+            server_cpu_secs: Some(r.server_cpu_secs),
+            server_cpu_percent: r.server_cpu_percent(),
+            rss_end: r.server_rss_end_mib,
+            rss_peak: r.server_rss_peak_mib,
+            loadgen_cpu_percent: r.loadgen_cpu_percent(),
+            errors: r.errors() as f64,
+        }
+    }
+
+    fn median_of(rows: &[CallsRow]) -> Self {
+        let m = |f: fn(&CallsRow) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
+        Self {
+            setups: m(|r| r.setups),
+            setup_p50: m(|r| r.setup_p50),
+            setup_p99: m(|r| r.setup_p99),
+            ack_p50: m(|r| r.ack_p50),
+            ack_p99: m(|r| r.ack_p99),
+            end_p50: m(|r| r.end_p50),
+            end_p99: m(|r| r.end_p99),
+            server_cpu_secs: None,
+            server_cpu_percent: m(|r| r.server_cpu_percent),
+            rss_end: m(|r| r.rss_end),
+            rss_peak: m(|r| r.rss_peak),
+            loadgen_cpu_percent: m(|r| r.loadgen_cpu_percent),
+            errors: m(|r| r.errors),
+        }
+    }
+}
+
+fn calls_row(label: &str, r: &CallsResult, v: &CallsRow) -> String {
+    let cpu_secs = v
+        .server_cpu_secs
+        .map_or_else(|| "—".to_string(), |s| format!("{s:.1} s"));
+    format!(
+        "| {label} | {} | {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {cpu_secs} ({:.0} %) | {:.0} / {:.0} | {:.0} % | {:.0} |\n",
+        r.backend,
+        r.pairs,
+        v.setups,
+        v.setup_p50,
+        v.setup_p99,
+        v.ack_p50,
+        v.ack_p99,
+        v.end_p50,
+        v.end_p99,
+        v.server_cpu_percent,
+        v.rss_end,
+        v.rss_peak,
+        v.loadgen_cpu_percent,
+        v.errors,
+    )
+}
+
+/// The calls table of a set of runs of one backend, with a median row when there are
+/// several.
+pub fn calls_table(runs: &[CallsResult]) -> String {
+    let mut out = String::from(CALLS_HEADER);
+    let values: Vec<CallsRow> = runs.iter().map(CallsRow::of).collect();
+    for (i, (r, v)) in runs.iter().zip(&values).enumerate() {
+        out.push_str(&calls_row(&(i + 1).to_string(), r, v));
+    }
+    if runs.len() > 1 {
+        out.push_str(&calls_row(
+            "**median**",
+            &runs[0],
+            &CallsRow::median_of(&values),
+        ));
+    }
+    out
+}
+
+/// Per-run detail that does not fit the calls table.
+pub fn calls_details(runs: &[CallsResult]) -> String {
+    let mut out = String::new();
+    for (i, r) in runs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "- run {}: window {:.0} s, {} setups and {} ends in the window, acceptCallNew ack p50 / p99 \
+             {:.1} / {:.1} ms; whole run {} set up, {} ended, {} rung by push; setup {:.1} s;{} \
+             errors: refused {}, {} unanswered, {} unexpected closes{}",
+            i + 1,
+            r.window_secs,
+            r.setups,
+            r.ends,
+            r.accept_ack_p50_ms,
+            r.accept_ack_p99_ms,
+            r.setups_total,
+            r.ends_total,
+            r.push_deliveries,
+            r.setup_secs,
+            r.redis_cpu_secs
+                .map(|c| format!(
+                    " redis-server CPU {c:.1} s ({:.0} % of one core);",
+                    100.0 * c / r.window_secs
+                ))
+                .unwrap_or_default(),
+            calls::format_refusals(&r.refusals),
+            r.unanswered,
+            r.unexpected_closes,
+            r.first_error
+                .as_ref()
+                .map(|e| format!(" (first: {e})"))
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// The generated calls section for one backend.
+pub fn calls_section(
+    backend: &str,
+    machine: &Machine,
+    server_bin: &Path,
+    command: &str,
+    runs: &[CallsResult],
+) -> String {
+    format!(
+        "### calls — {backend}\n\n\
+         Machine: {}; server binary modified {}.\n\n\
+         Command: `{command}`\n\n\
+         {}\n\
+         {}",
+        machine.describe(),
+        binary_time(server_bin),
+        calls_table(runs),
+        calls_details(runs),
+    )
+}
+
 /// When the server binary was last written, so figures from a stale build are visible.
 fn binary_time(path: &Path) -> String {
     let Some(secs) = std::fs::metadata(path)
@@ -433,6 +593,33 @@ pub fn update_docs(path: &Path, key: &str, section: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_table_has_a_median_row_and_matching_columns() {
+        let run = |setups: u64, p50: f64| CallsResult {
+            backend: "memory".into(),
+            pairs: 64,
+            window_secs: 10.0,
+            setups,
+            setup_p50_ms: p50,
+            server_cpu_secs: 5.0,
+            refusals: [("callUser BUSY".to_string(), 2)].into(),
+            unanswered: 1,
+            ..CallsResult::default()
+        };
+        let runs = [run(1000, 3.0), run(3000, 1.0), run(2000, 2.0)];
+        let table = calls_table(&runs);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 3 + 1);
+        let columns = lines[0].matches('|').count();
+        assert!(lines.iter().all(|l| l.matches('|').count() == columns));
+        assert!(lines[2].starts_with("| 1 | memory | 64 | 100 | 3.0 / 0.0 |"));
+        assert!(lines[5].starts_with("| **median** | memory | 64 | 200 | 2.0 / 0.0 |"));
+        assert!(lines[5].contains("| — (50 %) |"));
+        assert!(lines[5].ends_with("| 3 |"));
+        let details = calls_details(&runs);
+        assert!(details.contains("refused callUser BUSY 2, 1 unanswered"));
+    }
 
     #[test]
     fn docs_section_is_replaced_in_place() {

@@ -353,12 +353,7 @@ async fn member_loop(
 }
 
 /// Emits `name` with an ack id and waits for that ack, skipping other traffic.
-pub(super) async fn request(
-    client: &mut SioClient,
-    name: &str,
-    payload: Value,
-    id: u64,
-) -> Result<Value> {
+async fn request(client: &mut SioClient, name: &str, payload: Value, id: u64) -> Result<Value> {
     client.emit(name, &[payload], Some(id)).await?;
     let wait = async {
         loop {
