@@ -1112,3 +1112,85 @@ async fn a_member_with_no_connected_device_gets_a_push_notification() {
         "nor is the sender"
     );
 }
+
+/// A writer killed between its commit and its recent-cache add (or merely slower than a
+/// reader) must not make the warm cache hide the committed message: history reads the
+/// database while the send is marked in flight, and once the marker's deadline passes the
+/// reader drops the cache, which is refilled with the message.
+#[tokio::test]
+async fn a_send_interrupted_between_commit_and_cache_never_hides_the_message() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use switchboard_db::NewMessage;
+    use switchboard_store::keys;
+
+    let h = harness().await;
+    let conv = direct(&h.app, "alice", "bob").await;
+    let first = send(&h.app, "alice", &conv, "first").await.unwrap();
+    let (page, _) = messages::history(&h.app, "bob", &conv, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1, "the cache is now warm");
+
+    // Another task (or instance) committed a message and died before caching it.
+    h.clock.advance(5);
+    let marker_key = keys::messages_in_flight(&conv);
+    h.app
+        .store
+        .counter_add(&marker_key, "dead-writer", h.clock.now_ms() + 30_000)
+        .await
+        .unwrap();
+    let orphan = NewMessage {
+        id: "orphan-message".into(),
+        conversation_id: conv.clone(),
+        sender_id: "alice".into(),
+        content: "committed, never cached".into(),
+        created_at: h.clock.now_ms(),
+        reply_to_id: None,
+        client_message_id: None,
+    };
+    h.app.db.insert_messages(&[orphan]).await.unwrap();
+
+    let stats = &h.app.messages.stats;
+    let from_db = stats.history_from_db.load(Relaxed);
+    let (caught_up, _) = messages::history(&h.app, "bob", &conv, None, Some(&first.id), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        caught_up.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["orphan-message"],
+        "catching up with `after` finds the committed message"
+    );
+    assert_eq!(
+        stats.history_from_db.load(Relaxed),
+        from_db + 1,
+        "read from the database"
+    );
+
+    // Past the deadline the writer is presumed dead: the cache is rebuilt and serves again.
+    h.clock.advance(30_001);
+    let (page, _) = messages::history(&h.app, "bob", &conv, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(),
+        ["first", "committed, never cached"]
+    );
+    assert!(
+        h.app.store.counters(&marker_key).await.unwrap().is_empty(),
+        "stale marker cleared"
+    );
+    let from_cache = stats.history_from_cache.load(Relaxed);
+    let (again, _) = messages::history(&h.app, "bob", &conv, None, Some(&first.id), None)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        stats.history_from_cache.load(Relaxed),
+        from_cache + 1,
+        "the rebuilt cache answers"
+    );
+
+    // Ordinary sends leave no marker behind.
+    send(&h.app, "bob", &conv, "reply").await.unwrap();
+    assert!(h.app.store.counters(&marker_key).await.unwrap().is_empty());
+}

@@ -127,6 +127,13 @@ pub fn unread(user_id: &str) -> String {
     format!("unread:{}", u(user_id))
 }
 
+/// Sends of a conversation between their database commit and their recent-cache add: one
+/// field per send, valued with the time after which its writer is presumed dead. While a
+/// field is live the cache may lack a committed message, so history reads the database.
+pub fn messages_in_flight(conversation_id: &str) -> String {
+    format!("messages_in_flight:{}", c(conversation_id))
+}
+
 // --- Recent-message caches -------------------------------------------------------------
 
 /// A conversation's recent-message cache: its newest messages, ordered by

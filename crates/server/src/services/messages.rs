@@ -294,6 +294,7 @@ pub async fn send(app: &App, req: SendRequest<'_>) -> AppResult<Message> {
             _ => return Err(AppError::not_found("the message replied to was not found")),
         }
     }
+    let in_flight = InFlight::begin(app, req.conversation_id).await?;
     let new = NewMessage {
         id: uuid::Uuid::new_v4().to_string(),
         conversation_id: req.conversation_id.to_string(),
@@ -303,23 +304,97 @@ pub async fn send(app: &App, req: SendRequest<'_>) -> AppResult<Message> {
         reply_to_id: req.reply_to.map(str::to_string),
         client_message_id: req.client_message_id.map(str::to_string),
     };
-    let inserted = app.messages.write(&app.db, &app.clock, new).await?;
+    let written = app.messages.write(&app.db, &app.clock, new).await;
+    let inserted = match written {
+        Ok(inserted) => inserted,
+        Err(error) => {
+            in_flight.end(app).await;
+            return Err(error);
+        }
+    };
     let mut message = to_wire(inserted.message);
     if message.sender_name == message.sender_id {
         message.sender_name = req.sender_name.to_string();
     }
     if inserted.duplicate {
         // A retry: the original was acked (or will be) and broadcast already.
+        in_flight.end(app).await;
         return Ok(message);
     }
-    after_commit(app, &meta, &message).await;
+    after_commit(app, &meta, &message, in_flight).await;
     Ok(message)
+}
+
+/// How long a send may sit between marking itself in flight and adding its message to the
+/// recent cache before readers presume its instance died and rebuild the cache.
+const IN_FLIGHT_DEADLINE_MS: Millis = 30_000;
+
+/// A send between its database commit and its recent-cache add, announced in the store.
+///
+/// Without it, a reader could be served a cache page that lacks a message already committed
+/// (and acked) by another task or instance: a forward page (`after`) would then skip it for
+/// good, and a writer killed between commit and cache add would leave the gap forever. While
+/// any send of the conversation is in flight, history reads the database; a marker whose
+/// deadline passed belongs to a dead writer, and the reader drops the cache instead.
+struct InFlight {
+    key: String,
+    field: String,
+}
+
+impl InFlight {
+    async fn begin(app: &App, conversation_id: &str) -> AppResult<Self> {
+        let marker = Self {
+            key: keys::messages_in_flight(conversation_id),
+            field: uuid::Uuid::new_v4().to_string(),
+        };
+        app.store
+            .counter_add(
+                &marker.key,
+                &marker.field,
+                app.now().saturating_add(IN_FLIGHT_DEADLINE_MS),
+            )
+            .await?;
+        Ok(marker)
+    }
+
+    async fn end(self, app: &App) {
+        if let Err(error) = app.store.counter_reset(&self.key, &self.field).await {
+            // The marker expires by itself: readers bypass the cache until then.
+            tracing::warn!(key = %self.key, %error, "could not clear an in-flight marker");
+        }
+    }
+}
+
+/// Whether the recent cache may answer now: no send of the conversation is between commit
+/// and cache add. Markers of dead writers are cleared after dropping the cache, which may
+/// lack their messages; the next read refills it from the database.
+async fn cache_consistent(app: &App, conversation_id: &str) -> AppResult<bool> {
+    let key = keys::messages_in_flight(conversation_id);
+    let markers = app.store.counters(&key).await?;
+    if markers.is_empty() {
+        return Ok(true);
+    }
+    let now = app.now();
+    let (stale, live): (Vec<_>, Vec<_>) = markers
+        .into_iter()
+        .partition(|(_, deadline)| *deadline <= now);
+    if !stale.is_empty() {
+        app.store
+            .cache_invalidate(&[keys::messages(conversation_id)])
+            .await?;
+        for (field, _) in &stale {
+            app.store.counter_reset(&key, field).await?;
+        }
+        tracing::info!(%conversation_id, stale = stale.len(), "recent cache dropped after an interrupted send");
+    }
+    Ok(live.is_empty())
 }
 
 /// Everything that follows a new message's commit. Failures here are logged, not returned:
 /// the message is durable and the sender must get its ack.
-async fn after_commit(app: &App, meta: &ConversationMeta, message: &Message) {
+async fn after_commit(app: &App, meta: &ConversationMeta, message: &Message, in_flight: InFlight) {
     cache_add(app, message).await;
+    in_flight.end(app).await;
     let recipients = chat::unread_recipients(meta, &message.sender_id);
     bump_unread(app, &message.conversation_id, &recipients).await;
     notify_offline_recipients(app, meta, message, &recipients).await;
@@ -489,6 +564,9 @@ async fn history_from_cache(
     limit: usize,
     deleted_at: Option<Millis>,
 ) -> AppResult<Option<(Vec<Message>, bool)>> {
+    if !cache_consistent(app, conversation_id).await? {
+        return Ok(None);
+    }
     let key = keys::messages(conversation_id);
     let page = match app
         .store
