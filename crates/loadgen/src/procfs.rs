@@ -104,3 +104,43 @@ mod tests {
         assert_eq!(find_by_comm("no-such-process-name"), None);
     }
 }
+
+/// What the processes of a run used over a measured window.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowUsage {
+    pub server_cpu_secs: f64,
+    /// The local `redis-server`'s CPU, when asked for and found.
+    pub redis_cpu_secs: Option<f64>,
+    pub loadgen_cpu_secs: f64,
+    /// The server's memory at the end of the window.
+    pub server_memory: Memory,
+}
+
+/// Sleeps until `from`, then samples CPU times until `to`: the server's, the generator's
+/// and, with `with_redis`, the local Redis server's.
+pub async fn measure_window(
+    server_pid: u32,
+    with_redis: bool,
+    from: std::time::Instant,
+    to: std::time::Instant,
+) -> Result<WindowUsage> {
+    tokio::time::sleep_until(from.into()).await;
+    let redis_pid = if with_redis {
+        find_by_comm("redis-server")
+    } else {
+        None
+    };
+    let redis_before = redis_pid.and_then(|p| process_cpu_secs(p).ok());
+    let server_before = process_cpu_secs(server_pid)?;
+    let self_before = self_cpu_secs();
+    tokio::time::sleep_until(to.into()).await;
+    Ok(WindowUsage {
+        server_cpu_secs: process_cpu_secs(server_pid)? - server_before,
+        redis_cpu_secs: redis_pid
+            .and_then(|p| process_cpu_secs(p).ok())
+            .zip(redis_before)
+            .map(|(after, before)| after - before),
+        loadgen_cpu_secs: self_cpu_secs() - self_before,
+        server_memory: process_memory(server_pid)?,
+    })
+}

@@ -623,23 +623,7 @@ async fn run_against(server: &ServerProcess, args: &CallsArgs, redis: bool) -> R
         )));
     }
 
-    tokio::time::sleep_until(measure_from.into()).await;
-    let redis_pid = if redis {
-        procfs::find_by_comm("redis-server")
-    } else {
-        None
-    };
-    let redis_cpu_before = redis_pid.and_then(|p| procfs::process_cpu_secs(p).ok());
-    let server_cpu_before = procfs::process_cpu_secs(server.pid)?;
-    let self_cpu_before = procfs::self_cpu_secs();
-    tokio::time::sleep_until(measure_to.into()).await;
-    let server_cpu = procfs::process_cpu_secs(server.pid)? - server_cpu_before;
-    let self_cpu = procfs::self_cpu_secs() - self_cpu_before;
-    let redis_cpu = redis_pid
-        .and_then(|p| procfs::process_cpu_secs(p).ok())
-        .zip(redis_cpu_before)
-        .map(|(after, before)| after - before);
-    let memory = procfs::process_memory(server.pid)?;
+    let usage = procfs::measure_window(server.pid, redis, measure_from, measure_to).await?;
 
     let mut tally = Tally::default();
     for task in tasks {
@@ -672,11 +656,11 @@ async fn run_against(server: &ServerProcess, args: &CallsArgs, redis: bool) -> R
         unanswered: tally.unanswered,
         unexpected_closes: tally.unexpected_closes,
         first_error: tally.first_error,
-        server_cpu_secs: server_cpu,
-        redis_cpu_secs: redis_cpu,
-        server_rss_end_mib: memory.rss_kib as f64 / 1024.0,
-        server_rss_peak_mib: memory.peak_kib as f64 / 1024.0,
-        loadgen_cpu_secs: self_cpu,
+        server_cpu_secs: usage.server_cpu_secs,
+        redis_cpu_secs: usage.redis_cpu_secs,
+        server_rss_end_mib: usage.server_memory.rss_kib as f64 / 1024.0,
+        server_rss_peak_mib: usage.server_memory.peak_kib as f64 / 1024.0,
+        loadgen_cpu_secs: usage.loadgen_cpu_secs,
     };
     if let Some(e) = &result.first_error {
         eprintln!("loadgen: first error: {e}");
