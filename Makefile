@@ -2,7 +2,8 @@
 #
 #   make run    build the release binary (and web/, once it exists) and serve in dev mode on 127.0.0.1:3000
 #   make test   cargo test --workspace, then the end-to-end suites (JS + Python)
-#   make e2e    only the end-to-end suites (builds the debug binary first)
+#   make e2e    only the end-to-end suites (builds the debug binary first): JS, Python,
+#               and the headless-Chromium SFU test (tests/e2e/browser)
 #   make lint   cargo fmt --check + cargo clippy -D warnings
 #
 # The e2e suites find the server through SWITCHBOARD_BIN (default: the debug build).
@@ -21,13 +22,15 @@ RUN_BIND ?= 127.0.0.1:3000
 
 JS_DIR := tests/e2e/js
 PY_DIR := tests/e2e/py
+BROWSER_DIR := tests/e2e/browser
 JS_STAMP := $(JS_DIR)/node_modules/.package-lock.json
+BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.package-lock.json
 PY_STAMP := $(VENV)/.e2e-requirements.stamp
 
 SWITCHBOARD_BIN ?= $(CURDIR)/target/debug/switchboard
 export SWITCHBOARD_BIN
 
-.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py lint fmt-check clippy clean-e2e
+.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py e2e-browser lint fmt-check clippy clean-e2e
 
 help:
 	@echo "targets: run | test | e2e | e2e-js | e2e-py | lint | build | build-release | web | clean-e2e"
@@ -70,13 +73,18 @@ e2e: build e2e-deps
 	@status=0; \
 	$(MAKE) --no-print-directory e2e-js || status=1; \
 	$(MAKE) --no-print-directory e2e-py || status=1; \
+	$(MAKE) --no-print-directory e2e-browser || status=1; \
 	exit $$status
 
-e2e-deps: $(JS_STAMP) $(PY_STAMP)
+e2e-deps: $(JS_STAMP) $(PY_STAMP) $(BROWSER_STAMP)
 
 # npm ci writes node_modules/.package-lock.json: reinstall when it is missing or the lock changed.
 $(JS_STAMP): $(JS_DIR)/package-lock.json $(JS_DIR)/package.json
 	cd $(JS_DIR) && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+$(BROWSER_STAMP): $(BROWSER_DIR)/package-lock.json $(BROWSER_DIR)/package.json
+	cd $(BROWSER_DIR) && $(NPM) ci --no-audit --no-fund
 	@touch $@
 
 $(PY_STAMP): $(PY_DIR)/requirements.txt
@@ -92,8 +100,14 @@ e2e-py: $(PY_STAMP)
 	@echo "==> e2e (Python, pytest) against $(SWITCHBOARD_BIN)"
 	$(VENV)/bin/python -m pytest $(PY_DIR)
 
+# Headless Chromium (CHROMIUM_PATH, default /usr/bin/chromium) with mediasoup-client against
+# the SFU. Needs the JS suite's node_modules too (it reuses its server helpers).
+e2e-browser: $(BROWSER_STAMP) $(JS_STAMP)
+	@echo "==> e2e (browser, headless Chromium + mediasoup-client) against $(SWITCHBOARD_BIN)"
+	cd $(BROWSER_DIR) && $(NPM) run --silent bundle && $(NODE) --test --test-reporter=spec .
+
 clean-e2e:
-	rm -rf $(JS_DIR)/node_modules $(VENV)
+	rm -rf $(JS_DIR)/node_modules $(BROWSER_DIR)/node_modules $(VENV)
 
 # ---------------------------------------------------------------------------
 # Lint

@@ -107,6 +107,10 @@ pub struct RoomRecord {
     /// User id → their participant row in call history (to stamp their leave time).
     #[serde(default)]
     pub history_participants: BTreeMap<String, String>,
+    /// The instance whose media workers hold the room's SFU media (set by the first
+    /// `createTransport`; protocol §8).
+    #[serde(default)]
+    pub media_instance: Option<String>,
 }
 
 /// The result of a successful join or accept.
@@ -357,6 +361,7 @@ pub fn create(new: NewRoom, host: &Actor, now: Millis) -> Result<RoomRecord, Dom
         connected_at: None,
         ending: None,
         history_participants: BTreeMap::new(),
+        media_instance: None,
     })
 }
 
@@ -394,6 +399,7 @@ pub fn open_direct(call_id: &str, caller: &Actor, callee: &Actor, now: Millis) -
         connected_at: None,
         ending: None,
         history_participants: BTreeMap::new(),
+        media_instance: None,
     }
 }
 
@@ -788,6 +794,86 @@ pub fn mark_connected(record: Option<RoomRecord>, at: Millis) -> Result<RoomReco
     Ok(record)
 }
 
+/// Places the room's media on `instance` unless it already is elsewhere: returns the
+/// instance that holds it. Only participants may place it.
+pub fn place_media(
+    record: Option<RoomRecord>,
+    user_id: &str,
+    instance: &str,
+) -> Result<(RoomRecord, String), DomainError> {
+    let mut record = live(record)?;
+    if !record.is_participant(user_id) {
+        return Err(forbidden("only participants may do this"));
+    }
+    let holder = record
+        .media_instance
+        .get_or_insert_with(|| instance.to_string())
+        .clone();
+    Ok((record, holder))
+}
+
+/// A change to a participant's SFU ids (protocol §6 `producerIds` / `consumerIds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaIdChange {
+    AddProducer(String),
+    RemoveProducer(String),
+    AddConsumer(String),
+    /// Consumers closed together (their producer closed).
+    RemoveConsumers(Vec<String>),
+    /// The participant's media is gone (they left, or their socket dropped).
+    Clear,
+}
+
+/// Records a participant's producers and consumers, so late joiners find them in the
+/// room. Adding needs a participant of a live room; removing from someone who already
+/// left is a no-op, so cleanup never fails.
+pub fn media_ids(
+    record: Option<RoomRecord>,
+    user_id: &str,
+    change: &MediaIdChange,
+) -> Result<RoomRecord, DomainError> {
+    let adding = matches!(
+        change,
+        MediaIdChange::AddProducer(_) | MediaIdChange::AddConsumer(_)
+    );
+    let mut record = if adding {
+        live(record)?
+    } else {
+        record.ok_or_else(|| DomainError::NotFound("no such room".into()))?
+    };
+    let Some(p) = record
+        .room
+        .participants
+        .iter_mut()
+        .find(|p| p.user_id == user_id)
+    else {
+        return if adding {
+            Err(forbidden("only participants may do this"))
+        } else {
+            Ok(record)
+        };
+    };
+    match change {
+        MediaIdChange::AddProducer(id) => {
+            if !p.producer_ids.contains(id) {
+                p.producer_ids.push(id.clone());
+            }
+        }
+        MediaIdChange::RemoveProducer(id) => p.producer_ids.retain(|x| x != id),
+        MediaIdChange::AddConsumer(id) => {
+            if !p.consumer_ids.contains(id) {
+                p.consumer_ids.push(id.clone());
+            }
+        }
+        MediaIdChange::RemoveConsumers(ids) => p.consumer_ids.retain(|x| !ids.contains(x)),
+        MediaIdChange::Clear => {
+            p.producer_ids.clear();
+            p.consumer_ids.clear();
+        }
+    }
+    Ok(record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1012,5 +1098,52 @@ mod tests {
         let (r, o) = leave(Some(r.clone()), "ann", true, T0).unwrap();
         assert!(o.hostless && !o.ended);
         assert!(r.room.is_hostless);
+    }
+
+    #[test]
+    fn media_ids_follow_producers_and_consumers() {
+        let r = group(&[]);
+        let add = |r: &RoomRecord, c: MediaIdChange| media_ids(Some(r.clone()), "ann", &c);
+        let r = add(&r, MediaIdChange::AddProducer("p1".into())).unwrap();
+        let r = add(&r, MediaIdChange::AddProducer("p1".into())).unwrap();
+        let r = add(&r, MediaIdChange::AddConsumer("c1".into())).unwrap();
+        let r = add(&r, MediaIdChange::AddConsumer("c2".into())).unwrap();
+        let ann = r.participant("ann").unwrap();
+        assert_eq!(ann.producer_ids, vec!["p1"]);
+        assert_eq!(ann.consumer_ids, vec!["c1", "c2"]);
+        let r = add(&r, MediaIdChange::RemoveConsumers(vec!["c1".into()])).unwrap();
+        assert_eq!(r.participant("ann").unwrap().consumer_ids, vec!["c2"]);
+        let r = add(&r, MediaIdChange::RemoveProducer("p1".into())).unwrap();
+        assert!(r.participant("ann").unwrap().producer_ids.is_empty());
+        let r = add(&r, MediaIdChange::AddProducer("p2".into())).unwrap();
+        let r = add(&r, MediaIdChange::Clear).unwrap();
+        let ann = r.participant("ann").unwrap();
+        assert!(ann.producer_ids.is_empty() && ann.consumer_ids.is_empty());
+        // Strangers cannot add, and removing from them changes nothing.
+        assert!(matches!(
+            media_ids(
+                Some(r.clone()),
+                "bob",
+                &MediaIdChange::AddProducer("x".into())
+            ),
+            Err(DomainError::Forbidden(_))
+        ));
+        assert_eq!(
+            media_ids(Some(r.clone()), "bob", &MediaIdChange::Clear).unwrap(),
+            r
+        );
+    }
+
+    #[test]
+    fn media_is_placed_once() {
+        let r = joined(group(&[]), "bob");
+        let (r, holder) = place_media(Some(r), "bob", "i1").unwrap();
+        assert_eq!(holder, "i1");
+        let (r, holder) = place_media(Some(r), "ann", "i2").unwrap();
+        assert_eq!(holder, "i1", "the first placement sticks");
+        assert!(matches!(
+            place_media(Some(r), "zed", "i1"),
+            Err(DomainError::Forbidden(_))
+        ));
     }
 }

@@ -47,6 +47,8 @@ pub struct App {
     pub started_at: Instant,
     /// The group-commit writer of `message:send` (its task starts on the first message).
     pub messages: MessageWriter,
+    /// The SFU's workers (started on first use) and who owns which media.
+    pub media: crate::services::media::MediaHub,
 }
 
 /// The connections an instance is built on.
@@ -91,6 +93,7 @@ impl App {
             job_stats: JobStats::default(),
             started_at: Instant::now(),
             messages,
+            media: Default::default(),
         })
     }
 

@@ -57,6 +57,7 @@ pub struct Settings {
     pub rooms: RoomSettings,
     pub limits: Limits,
     pub log: LogSettings,
+    pub media: MediaSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,6 +329,48 @@ impl Default for RoomSettings {
     fn default() -> Self {
         Self {
             enable_hostless_mode: true,
+        }
+    }
+}
+
+/// The SFU's media workers (protocol §8; `switchboard_media::MediaConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MediaSettings {
+    /// Worker threads, one UDP port each; 0 means one per core.
+    pub workers: usize,
+    /// The address the media sockets bind to.
+    pub listen_ip: std::net::IpAddr,
+    /// The address ICE candidates carry (the public one behind NAT). Unset: the listen
+    /// address, or 127.0.0.1 when listening on 0.0.0.0.
+    pub announced_ip: Option<std::net::IpAddr>,
+    /// Worker `i` uses UDP port `port_base + i`; 0 lets the system pick free ports.
+    pub port_base: u16,
+}
+
+impl Default for MediaSettings {
+    fn default() -> Self {
+        let defaults = switchboard_media::MediaConfig::default();
+        Self {
+            workers: 0,
+            listen_ip: defaults.listen_ip,
+            announced_ip: None,
+            port_base: defaults.port_base,
+        }
+    }
+}
+
+impl MediaSettings {
+    pub fn to_config(&self) -> switchboard_media::MediaConfig {
+        switchboard_media::MediaConfig {
+            workers: if self.workers == 0 {
+                switchboard_media::default_workers()
+            } else {
+                self.workers
+            },
+            listen_ip: self.listen_ip,
+            announced_ip: self.announced_ip,
+            port_base: self.port_base,
         }
     }
 }

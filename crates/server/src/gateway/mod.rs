@@ -8,6 +8,7 @@ mod calls;
 mod chat;
 mod dispatch;
 mod handlers;
+mod media;
 // `rooms` already names the Socket.IO room names (`outbox::rooms`) here.
 #[path = "rooms.rs"]
 mod room_events;
@@ -224,6 +225,8 @@ async fn disconnected<A: Adapter>(app: SharedApp, socket: SocketRef<A>, reason: 
         Ok(_) => {}
         Err(error) => tracing::warn!(%user_id, %error, "could not release the device"),
     }
+    // The socket's SFU transports, producers and consumers close (protocol §8).
+    crate::services::media::socket_closed(&app, &socket.id.to_string()).await;
     // A participant taking part from this socket is reconnecting now (protocol §6).
     if let Err(error) =
         crate::services::rooms::socket_dropped(&app, user_id, &socket.id.to_string()).await

@@ -5,6 +5,7 @@ pub mod call_state;
 pub mod calls;
 pub mod conversations;
 pub mod friends;
+pub mod media;
 pub mod messages;
 pub mod notifications;
 pub mod online_list;

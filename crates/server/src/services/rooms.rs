@@ -779,6 +779,7 @@ async fn after_leave(
     let room_id = record.id();
     let now = app.now();
     cancel(app, RECONNECT_TIMER, room_id, Some(user_id)).await;
+    crate::services::media::participant_left(app, room_id, user_id).await;
     detach(app, user_id, before_device.as_deref(), room_id).await;
     history_leave(app, record, user_id, now).await;
     emit_room(
@@ -855,6 +856,7 @@ async fn finish(app: &App, record: &RoomRecord) {
         .leave(rooms::room(room_id), rooms::room(room_id))
         .await;
     cancel(app, GRACE_TIMER, room_id, None).await;
+    crate::services::media::room_ended(app, room_id).await;
     for p in &record.room.participants {
         cancel(app, RECONNECT_TIMER, room_id, Some(&p.user_id)).await;
         detach(app, &p.user_id, None, room_id).await;
