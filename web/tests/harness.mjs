@@ -23,6 +23,10 @@ const READY_LINE = /switchboard listening on (http:\/\/127\.0\.0\.1:\d+)/;
 
 /** Starts the server on a free port with the client at `/`. `env` adds SWITCHBOARD_* settings. */
 export async function startServer(env = {}) {
+  // Against a server someone already runs (e.g. `npm run dev`'s proxy), for trying scenarios by hand.
+  if (process.env.SWITCHBOARD_WEB_TEST_URL) {
+    return { url: process.env.SWITCHBOARD_WEB_TEST_URL, log: () => '', stop: async () => undefined };
+  }
   assert.ok(existsSync(BIN), `switchboard binary not found at ${BIN} (cargo build -p switchboard-server)`);
   assert.ok(existsSync(join(DIST, 'index.html')), `web client not built at ${DIST} (make web)`);
   const dataDir = mkdtempSync(join(tmpdir(), 'switchboard-web-'));
@@ -137,4 +141,25 @@ export async function expectVideoDecoding(page, selector, what) {
 
 export function toast(page, text) {
   return page.getByTestId('toast').filter({ hasText: text });
+}
+
+/**
+ * Whether the server answers `event` at all (unknown events get no acknowledgement). Used
+ * to skip, with the reason said, the scenarios of features that have not landed yet.
+ */
+export async function serverAnswers(url, event, payload = {}) {
+  const { io } = await import('socket.io-client');
+  const socket = io(url, { auth: { userId: 'probe', name: 'Probe' }, transports: ['websocket'], reconnection: false });
+  try {
+    await new Promise((res, rej) => {
+      socket.once('connect', res);
+      socket.once('connect_error', rej);
+    });
+    await socket.timeout(2000).emitWithAck(event, payload);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    socket.close();
+  }
 }

@@ -168,13 +168,15 @@ export async function startConversationCall(c: Conversation) {
     return;
   }
   try {
+    // Media first: once the server answers, offers and joins may arrive at once.
+    const local = await openLocalMedia(true);
     const { callId, call: session, iceServers } = await socketService.request<{
       callId: string;
       call: CallSession;
       iceServers: IceServer[];
     }>('call:initiate', { conversationId: c.id, type: 'video' });
     app().setLiveConversationCall(c.id, callId);
-    await enterConversationCall(callId, c.id, session, iceServers);
+    enterConversationCall(callId, c.id, session, iceServers, local);
   } catch (err) {
     const code = err instanceof ServerError ? err.code : '';
     if (code === 'CALL_ALREADY_ACTIVE') {
@@ -184,27 +186,35 @@ export async function startConversationCall(c: Conversation) {
     } else {
       app().toast('error', `Could not start the call: ${errorText(err)}`);
     }
+    if (!call().currentCall) call().reset();
   }
 }
 
 export async function joinConversationCall(callId: string, conversationId: string) {
   app().removeConversationCallInvite(callId);
   try {
+    const local = await openLocalMedia(true);
     const { call: session, iceServers } = await socketService.request<{ call: CallSession; iceServers: IceServer[] }>(
       'call:join',
       { callId },
     );
-    await enterConversationCall(callId, conversationId, session, iceServers);
+    enterConversationCall(callId, conversationId, session, iceServers, local);
     if (session.mode === 'sfu' && session.roomId) await moveToSfu(session.roomId);
   } catch (err) {
     app().toast('error', `Could not join the call: ${errorText(err)}`);
+    if (!call().currentCall) call().reset();
   }
 }
 
-async function enterConversationCall(callId: string, conversationId: string, session: CallSession, iceServers: IceServer[]) {
+function enterConversationCall(
+  callId: string,
+  conversationId: string,
+  session: CallSession,
+  iceServers: IceServer[],
+  local: MediaStream | null,
+) {
   call().setCurrentCall({ kind: 'p2p', callId, conversationId, call: session });
   call().setConnecting(true);
-  const local = await openLocalMedia(session.type !== 'audio');
   peerService.start(callId, iceServers, local);
 }
 

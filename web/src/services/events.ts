@@ -10,6 +10,7 @@ import type {
   CallParticipant,
   Conversation,
   ConversationCallInvite,
+  IceServer,
   IncomingCallNew,
   Message,
   OnlineUser,
@@ -348,8 +349,9 @@ async function refreshAll(isReconnect: boolean) {
     }
   } else if (c?.kind === 'p2p') {
     try {
-      await socketService.request('call:join', { callId: c.callId });
-      peerService.start(c.callId, [], call().localStream);
+      // Rejoining resumes our participant; the others offer again on call:participant-joined.
+      const { iceServers } = await socketService.request<{ iceServers: IceServer[] }>('call:join', { callId: c.callId });
+      peerService.start(c.callId, iceServers, call().localStream);
     } catch {
       calls.teardown();
       app().toast('warning', 'The call ended while you were disconnected.');

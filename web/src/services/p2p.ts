@@ -27,12 +27,17 @@ class PeerService {
   private peers = new Map<string, Peer>();
   private local: MediaStream | null = null;
   private reportedConnected = false;
+  /** Signals for a call we are not in (yet): a peer can offer before our join is answered. */
+  private early: Array<{ callId: string; signal: RelayedSignal }> = [];
 
   start(callId: string, iceServers: IceServer[], local: MediaStream | null) {
     this.stop();
     this.callId = callId;
     this.iceServers = iceServers ?? [];
     this.local = local;
+    const early = this.early.filter((e) => e.callId === callId);
+    this.early = [];
+    for (const e of early) void this.onSignal(callId, e.signal).catch((err) => console.warn('signal failed', err));
   }
 
   get activeCallId() {
@@ -75,6 +80,8 @@ class PeerService {
 
   /** Someone joined after us: we offer. */
   async offerTo(userId: string) {
+    // A peer seen again (back after a drop) gets a fresh connection.
+    this.close(userId);
     const { pc } = this.peer(userId);
     const offer = await pc.createOffer();
     await pc.setLocalDescription(offer);
@@ -82,7 +89,11 @@ class PeerService {
   }
 
   async onSignal(callId: string, s: RelayedSignal) {
-    if (callId !== this.callId) return;
+    if (callId !== this.callId) {
+      if (this.early.length < 100) this.early.push({ callId, signal: s });
+      return;
+    }
+    if (s.type === 'offer' && this.peers.get(s.from)?.pc.remoteDescription) this.close(s.from);
     const peer = this.peer(s.from);
     const sdp = typeof s.sdp === 'string' ? s.sdp : s.sdp?.sdp;
     if (s.type === 'offer' && sdp) {
@@ -121,9 +132,13 @@ class PeerService {
     }
   }
 
-  remove(userId: string) {
+  private close(userId: string) {
     this.peers.get(userId)?.pc.close();
     this.peers.delete(userId);
+  }
+
+  remove(userId: string) {
+    this.close(userId);
     useCallStore.getState().removeRemote(userId);
   }
 
