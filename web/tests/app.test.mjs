@@ -86,6 +86,7 @@ describe('web client', () => {
     await bob.page.getByTestId('composer').fill('Sure, ring me');
     await bob.page.getByTestId('composer').press('Enter');
     await alice.page.getByTestId('message-content').filter({ hasText: 'Sure, ring me' }).waitFor();
+    await alice.page.getByTestId('tab-chats').click();
     assert.equal(await alice.page.getByTestId('conversation-Bob').getByTestId('unread-badge').count(), 0);
     await screenshot(alice, 'chat.png');
 
@@ -122,8 +123,8 @@ describe('web client', () => {
     // Both calls are in the history.
     await alice.page.getByTestId('tab-history').click();
     const history = alice.page.getByTestId('call-history');
-    await history.getByText('Missed').first().waitFor();
-    await history.getByText('Declined').first().waitFor();
+    await history.getByRole('listitem').filter({ hasText: 'Bob' }).filter({ hasText: 'Missed' }).first().waitFor();
+    await history.getByRole('listitem').filter({ hasText: 'Bob' }).filter({ hasText: 'Declined' }).first().waitFor();
     await screenshot(alice, 'call-history.png');
 
     assertNoConsoleErrors(alice, bob);

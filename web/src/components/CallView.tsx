@@ -48,7 +48,9 @@ export function CallView({ onOpenSettings }: { onOpenSettings: () => void }) {
         : current.room.roomName || 'Room'
       : (() => {
           const c = conversations.find((x) => x.id === current.conversationId);
-          return c ? conversationTitle(c, myId, names) : 'Call';
+          if (!c) return 'Call';
+          const t = conversationTitle(c, myId, names);
+          return c.type === 'direct' ? `Call with ${t}` : t;
         })();
 
   const tiles: Tile[] = [

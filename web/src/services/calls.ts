@@ -25,6 +25,7 @@ export async function callUser(userId: string, name: string) {
     return;
   }
   const callId = crypto.randomUUID();
+  rememberCallee(callId, name);
   app().setOutgoingCall({ callId, to: userId, toName: name });
   try {
     const { delivery } = await socketService.request<{ delivery?: 'ringing' | 'push' }>('callUser', {
@@ -383,9 +384,33 @@ export async function loadCallHistory() {
   await learnNames(ids);
 }
 
+const CALLEES_KEY = 'switchboard.callees';
+
+/**
+ * The history lists who took part; a direct call nobody answered lists only its caller, so
+ * the caller's browser remembers whom it rang (the last 200 calls).
+ */
+function rememberCallee(callId: string, name: string) {
+  try {
+    const saved = JSON.parse(localStorage.getItem(CALLEES_KEY) ?? '{}') as Record<string, string>;
+    saved[callId] = name;
+    const trimmed = Object.fromEntries(Object.entries(saved).slice(-200));
+    localStorage.setItem(CALLEES_KEY, JSON.stringify(trimmed));
+  } catch {
+    /* storage full or disabled: history shows fewer names */
+  }
+}
+
 export function describeCallPeer(c: CallSession): string {
   const others = [...new Set([c.initiator, ...c.participants.map((p) => p.userId ?? '')])].filter(
     (id) => id && id !== me(),
   );
-  return others.map(displayName).join(', ') || 'Just you';
+  if (others.length) return others.map(displayName).join(', ');
+  try {
+    const saved = JSON.parse(localStorage.getItem(CALLEES_KEY) ?? '{}') as Record<string, string>;
+    if (saved[c.id]) return saved[c.id]!;
+  } catch {
+    /* fall through */
+  }
+  return c.kind === 'room' ? 'Room' : 'Unknown';
 }
