@@ -47,7 +47,7 @@ after(async () => {
 });
 
 describe('web client', () => {
-  test('alice and bob see each other online and chat with typing and unread badges', async () => {
+  test('alice and bob see each other online, chat with typing and unread badges, and catch up after a reconnect', async () => {
     const alice = await person('Alice');
     const bob = await person('Bob');
 
@@ -94,6 +94,20 @@ describe('web client', () => {
     await bob.page.setViewportSize({ width: 390, height: 780 });
     await screenshot(bob, 'chat-phone.png');
     await bob.page.setViewportSize({ width: 1280, height: 800 });
+
+    // Bob loses his connection (the server drops his socket while his network is down):
+    // he sees it, and once back his open thread catches up on what he missed.
+    await bob.context.setOffline(true);
+    const device = await bob.page.evaluate(() => sessionStorage.getItem('switchboard.deviceId'));
+    const revoked = await fetch(`${server.url}/api/users/bob/sessions/${device}`, { method: 'DELETE' });
+    assert.equal(revoked.status, 200);
+    await bob.page.getByTestId('reconnecting').waitFor();
+    await alice.page.getByTestId('composer').fill('Sent while you were away');
+    await alice.page.getByTestId('composer').press('Enter');
+    await alice.page.getByTestId('message').filter({ hasText: 'Sent while you were away' }).filter({ hasNotText: 'sending' }).waitFor();
+    await bob.context.setOffline(false);
+    await bob.page.getByTestId('connection-state').filter({ hasText: 'Connected' }).waitFor({ timeout: 15_000 });
+    await bob.page.getByTestId('message-content').filter({ hasText: 'Sent while you were away' }).waitFor();
 
     assertNoConsoleErrors(alice, bob);
     await leave(alice, bob);
