@@ -55,6 +55,7 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     pub notifications: NotificationSettings,
     pub rooms: RoomSettings,
+    pub ice: IceSettings,
     pub limits: Limits,
     pub log: LogSettings,
     pub web: WebSettings,
@@ -329,6 +330,32 @@ impl Default for RoomSettings {
     fn default() -> Self {
         Self {
             enable_hostless_mode: true,
+        }
+    }
+}
+
+/// The `iceServers` handed to conversation-call participants (protocol §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IceSettings {
+    /// STUN URLs, e.g. `stun:stun.example.org:3478`; empty sends none.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs (`turn:` / `turns:`); sent only when `turn_secret` is set.
+    pub turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`): each participant gets
+    /// TURN REST credentials of their own signed with it.
+    pub turn_secret: Secret,
+    /// How long TURN credentials stay valid.
+    pub turn_credential_ttl_secs: u64,
+}
+
+impl Default for IceSettings {
+    fn default() -> Self {
+        Self {
+            stun_urls: vec!["stun:stun.l.google.com:19302".into()],
+            turn_urls: Vec::new(),
+            turn_secret: Secret::default(),
+            turn_credential_ttl_secs: 86_400,
         }
     }
 }
