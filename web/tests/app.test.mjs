@@ -24,6 +24,11 @@ async function leave(...ps) {
   }
 }
 
+/** The message whose own text (not a quote of it) is `text`. */
+function message(page, text) {
+  return page.getByTestId('message').filter({ has: page.getByTestId('message-content').getByText(text, { exact: true }) });
+}
+
 function assertNoConsoleErrors(...ps) {
   for (const p of ps) assert.deepEqual(p.errors, [], `${p.name}'s console had errors`);
 }
@@ -85,6 +90,28 @@ describe('web client', () => {
     await alice.page.getByTestId('tab-chats').click();
     assert.equal(await alice.page.getByTestId('conversation-Bob').getByTestId('unread-badge').count(), 0);
     await screenshot(alice, 'chat.png');
+
+    // Reply, react, edit and delete reach the other side.
+    const bobsReply = message(alice.page, 'Sure, ring me');
+    await bobsReply.hover();
+    await bobsReply.getByRole('button', { name: 'React' }).click();
+    await bobsReply.getByRole('button', { name: '👍' }).click();
+    await message(bob.page, 'Sure, ring me').getByTestId('reaction').filter({ hasText: '1' }).waitFor();
+    await bobsReply.hover();
+    await bobsReply.getByRole('button', { name: 'Reply' }).click();
+    await alice.page.getByTestId('composer').fill('Calling now');
+    await alice.page.getByTestId('composer').press('Enter');
+    await message(bob.page, 'Calling now').locator('.quote').filter({ hasText: 'Sure, ring me' }).waitFor();
+    const typo = message(bob.page, 'Sure, ring me');
+    await typo.hover();
+    await typo.getByRole('button', { name: 'Edit' }).click();
+    await bob.page.getByTestId('composer').fill('Sure, ring me now');
+    await bob.page.getByTestId('composer').press('Enter');
+    await message(alice.page, 'Sure, ring me now').filter({ hasText: 'edited' }).waitFor();
+    const mine = message(alice.page, 'Great, call');
+    await mine.hover();
+    await mine.getByRole('button', { name: 'Delete' }).click();
+    await bob.page.getByText('This message was deleted').waitFor();
 
     // The same screen at a phone's width.
     await bob.page.setViewportSize({ width: 390, height: 780 });
