@@ -828,3 +828,64 @@ async fn guests_members_and_the_third_participant(b: Backend) {
         "FORBIDDEN"
     );
 }
+
+on_both!(participants_are_busy_elsewhere_and_shown_in_a_call);
+
+async fn participants_are_busy_elsewhere_and_shown_in_a_call(b: Backend) {
+    let Some(h) = harness(b).await else { return };
+    let in_call = |user: &'static str| {
+        let store = h.store.clone();
+        let now = h.clock.now_ms();
+        async move {
+            store
+                .presence_get(&[user.to_string()], now)
+                .await
+                .unwrap()
+                .pop()
+                .flatten()
+                .is_some_and(|e| e.in_call)
+        }
+    };
+    let call = h.initiate("ann").await.unwrap();
+    calls::join(&h.app, &peer("bob"), &call).await.unwrap();
+    assert!(in_call("ann").await && in_call("bob").await);
+    assert!(!in_call("cat").await);
+    // A call in another conversation: cat may start it, but bob is busy.
+    let other = conversations::create(
+        &h.app,
+        "cat",
+        ConversationType::Direct,
+        &["bob".into()],
+        None,
+    )
+    .await
+    .unwrap()
+    .id;
+    let second = calls::initiate(
+        &h.app,
+        &peer("cat"),
+        CallInitiate {
+            conversation_id: other.clone(),
+            call_type: CallType::Audio,
+            settings: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(calls::join(&h.other, &peer("bob"), &second.call_id).await),
+        "BUSY"
+    );
+    // Rejoining one's own call is not busy.
+    calls::join(&h.app, &peer("bob"), &call).await.unwrap();
+    // Once bob left, the slot is free and his presence is back.
+    calls::leave(&h.app, &peer("bob"), &call).await.unwrap();
+    assert!(!in_call("bob").await);
+    calls::join(&h.other, &peer("bob"), &second.call_id)
+        .await
+        .unwrap();
+    assert!(in_call("bob").await);
+    // The call ending frees everyone left in it.
+    calls::leave(&h.app, &peer("ann"), &call).await.unwrap();
+    assert!(!in_call("ann").await);
+}
