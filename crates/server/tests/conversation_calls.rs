@@ -718,6 +718,22 @@ async fn signals_go_only_between_participants(b: Backend) {
         code(h.signal("cat", &call, SignalType::Offer, "bob").await),
         "FORBIDDEN"
     );
+    // Another device of a participant does not signal for the one in the call.
+    let mut laptop = peer("ann");
+    laptop.device_id = "dev-ann-laptop".into();
+    let offer = CallSignal {
+        call_id: call.clone(),
+        signal: ClientSignal {
+            signal_type: SignalType::Offer,
+            to: "bob".into(),
+            sdp: Some(json!("v=0")),
+            candidate: None,
+        },
+    };
+    assert_eq!(
+        code(calls::signal(&h.app, &laptop, offer).await),
+        "FORBIDDEN"
+    );
     assert_eq!(
         code(h.signal("ann", &call, SignalType::Offer, "ann").await),
         "INVALID_PAYLOAD"

@@ -863,8 +863,13 @@ pub async fn report_connected(app: &App, peer: &Peer, call_id: &str) -> AppResul
 /// set to the sender. ICE candidates relayed both ways mark the call connected.
 pub async fn signal(app: &App, peer: &Peer, req: CallSignal) -> AppResult<()> {
     let r = live_record(app, &req.call_id).await?;
-    if r.attendee(&peer.peer_id).is_none() {
-        return Err(DomainError::Forbidden("you are not in this call".into()).into());
+    match r.attendee(&peer.peer_id) {
+        None => return Err(DomainError::Forbidden("you are not in this call".into()).into()),
+        // Signalling belongs to the device that takes part, not to the user's others.
+        Some(a) if a.device_id != peer.device_id => {
+            return Err(DomainError::Forbidden("this device is not in the call".into()).into());
+        }
+        Some(_) => {}
     }
     if req.signal.to == peer.peer_id {
         return Err(AppError::invalid("a signal goes to another participant"));
