@@ -58,6 +58,7 @@ pub struct Settings {
     pub ice: IceSettings,
     pub limits: Limits,
     pub log: LogSettings,
+    pub web: WebSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,6 +374,23 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: "text".into(),
+        }
+    }
+}
+
+/// The browser client (`web/`), served at `/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSettings {
+    /// The built client (`web/dist`, relative to the working directory). Empty turns it off;
+    /// a directory without `index.html` is skipped with a warning at start-up.
+    pub static_dir: PathBuf,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            static_dir: PathBuf::from("web/dist"),
         }
     }
 }
