@@ -718,6 +718,22 @@ async fn signals_go_only_between_participants(b: Backend) {
         code(h.signal("cat", &call, SignalType::Offer, "bob").await),
         "FORBIDDEN"
     );
+    // Another device of a participant does not signal for the one in the call.
+    let mut laptop = peer("ann");
+    laptop.device_id = "dev-ann-laptop".into();
+    let offer = CallSignal {
+        call_id: call.clone(),
+        signal: ClientSignal {
+            signal_type: SignalType::Offer,
+            to: "bob".into(),
+            sdp: Some(json!("v=0")),
+            candidate: None,
+        },
+    };
+    assert_eq!(
+        code(calls::signal(&h.app, &laptop, offer).await),
+        "FORBIDDEN"
+    );
     assert_eq!(
         code(h.signal("ann", &call, SignalType::Offer, "ann").await),
         "INVALID_PAYLOAD"
@@ -827,4 +843,65 @@ async fn guests_members_and_the_third_participant(b: Backend) {
         code(calls::force_leave(&h.app, &peer("zed"), &h.conv).await),
         "FORBIDDEN"
     );
+}
+
+on_both!(participants_are_busy_elsewhere_and_shown_in_a_call);
+
+async fn participants_are_busy_elsewhere_and_shown_in_a_call(b: Backend) {
+    let Some(h) = harness(b).await else { return };
+    let in_call = |user: &'static str| {
+        let store = h.store.clone();
+        let now = h.clock.now_ms();
+        async move {
+            store
+                .presence_get(&[user.to_string()], now)
+                .await
+                .unwrap()
+                .pop()
+                .flatten()
+                .is_some_and(|e| e.in_call)
+        }
+    };
+    let call = h.initiate("ann").await.unwrap();
+    calls::join(&h.app, &peer("bob"), &call).await.unwrap();
+    assert!(in_call("ann").await && in_call("bob").await);
+    assert!(!in_call("cat").await);
+    // A call in another conversation: cat may start it, but bob is busy.
+    let other = conversations::create(
+        &h.app,
+        "cat",
+        ConversationType::Direct,
+        &["bob".into()],
+        None,
+    )
+    .await
+    .unwrap()
+    .id;
+    let second = calls::initiate(
+        &h.app,
+        &peer("cat"),
+        CallInitiate {
+            conversation_id: other.clone(),
+            call_type: CallType::Audio,
+            settings: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(calls::join(&h.other, &peer("bob"), &second.call_id).await),
+        "BUSY"
+    );
+    // Rejoining one's own call is not busy.
+    calls::join(&h.app, &peer("bob"), &call).await.unwrap();
+    // Once bob left, the slot is free and his presence is back.
+    calls::leave(&h.app, &peer("bob"), &call).await.unwrap();
+    assert!(!in_call("bob").await);
+    calls::join(&h.other, &peer("bob"), &second.call_id)
+        .await
+        .unwrap();
+    assert!(in_call("bob").await);
+    // The call ending frees everyone left in it.
+    calls::leave(&h.app, &peer("ann"), &call).await.unwrap();
+    assert!(!in_call("ann").await);
 }

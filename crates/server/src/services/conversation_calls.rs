@@ -42,7 +42,8 @@ use switchboard_store::{CasOutcome, Timer, Transition, UpdateError, keys, update
 use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::outbox::rooms;
-use crate::services::{calls, conversations, rate_limit};
+use crate::services::call_state::{self, Engagement};
+use crate::services::{calls, conversations, presence, rate_limit};
 
 /// The deadline-queue kind of the no-join timeout.
 pub const RING_TIMER: &str = "conv_call_ring";
@@ -277,6 +278,57 @@ async fn is_zombie(app: &App, r: &CallRecord, now: Millis) -> AppResult<bool> {
     Ok(domain::is_zombie(r, alive, zombie_rules(app), now))
 }
 
+// --- Call-state slot (BUSY) -------------------------------------------------------------
+
+fn engagement(call_id: &str) -> Engagement {
+    Engagement::InConversationCall {
+        call_id: call_id.to_string(),
+    }
+}
+
+/// Claims the user's call-state slot for the call (seed 000's `current_call`), so a user in
+/// a conversation call is `BUSY` for rings, rooms and other calls, and shows as in a call.
+/// Guests have no slot. Claiming the call the slot already holds succeeds (a rejoin).
+async fn claim(app: &App, peer: &Peer, call_id: &str) -> AppResult<()> {
+    if peer.guest_conversation.is_some() {
+        return Ok(());
+    }
+    match call_state::engage(app, &peer.peer_id, engagement(call_id)).await? {
+        Ok(()) => {
+            warn_on(
+                "could not mark the user in a call",
+                call_id,
+                presence::mark_in_call(app, &peer.peer_id).await,
+            );
+            Ok(())
+        }
+        Err(_) => Err(DomainError::Busy("you are already in a call or room".into()).into()),
+    }
+}
+
+/// Frees the user's slot if it still holds the call; their earlier presence comes back
+/// unless they moved on to something else.
+async fn unclaim(app: &App, peer_id: &str, guest: bool, call_id: &str) {
+    if guest {
+        return;
+    }
+    match call_state::release(app, peer_id, &engagement(call_id)).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(error) => {
+            tracing::warn!(%call_id, %peer_id, %error, "could not release the call-state slot");
+            return;
+        }
+    }
+    if let Ok(None) = call_state::current(app, peer_id).await {
+        warn_on(
+            "could not mark the user out of a call",
+            call_id,
+            presence::mark_out_of_call(app, peer_id).await,
+        );
+    }
+}
+
 // --- History ----------------------------------------------------------------------------
 
 fn media_type(t: CallType) -> MediaType {
@@ -415,12 +467,20 @@ pub async fn initiate(
         &participant_id,
         now,
     );
+    claim(app, peer, &call_id).await?;
     // The record exists before the pointer names it, so a pointer never leads nowhere.
-    let (mut r, (), _) = transition(app, &call_id, |cur| match cur {
+    let written = transition(app, &call_id, |cur| match cur {
         None => Ok((fresh.clone(), ())),
         Some(_) => Err(DomainError::Conflict("call id taken".into())),
     })
-    .await?;
+    .await;
+    let mut r = match written {
+        Ok((r, (), _)) => r,
+        Err(error) => {
+            unclaim(app, &peer.peer_id, false, &call_id).await;
+            return Err(error);
+        }
+    };
     if let Err(error) = claim_conversation(app, &req.conversation_id, &call_id, now).await {
         if let Ok(Some(v)) = app.store.get(&keys::conversation_call(&call_id)).await {
             let _ = app
@@ -428,6 +488,7 @@ pub async fn initiate(
                 .compare_and_delete(&keys::conversation_call(&call_id), v.version)
                 .await;
         }
+        unclaim(app, &peer.peer_id, false, &call_id).await;
         return Err(error);
     }
     app.store
@@ -579,10 +640,22 @@ pub async fn join(app: &App, peer: &Peer, call_id: &str) -> AppResult<CallJoinRe
     let now = app.now();
     let fresh_id = uuid::Uuid::new_v4().to_string();
     let joiner = peer.joiner();
-    let (r, outcome, _) = transition(app, call_id, |cur| {
+    let already_in = current.attendee(&peer.peer_id).is_some();
+    claim(app, peer, call_id).await?;
+    let joined = transition(app, call_id, |cur| {
         domain::join(cur, &joiner, &fresh_id, now)
     })
-    .await?;
+    .await;
+    let (r, outcome, _) = match joined {
+        Ok(j) => j,
+        Err(error) => {
+            if !already_in {
+                let guest = peer.guest_conversation.is_some();
+                unclaim(app, &peer.peer_id, guest, call_id).await;
+            }
+            return Err(error);
+        }
+    };
     let participant_id = r
         .attendee(&peer.peer_id)
         .map(|a| a.participant_id.clone())
@@ -648,6 +721,8 @@ async fn after_leave(
 ) {
     let call_id = r.id();
     cancel(app, RECONNECT_TIMER, call_id, Some(peer_id)).await;
+    let guest = left.participant.user_id.is_none();
+    unclaim(app, peer_id, guest, call_id).await;
     warn_on(
         "could not unlist the call for the participant",
         call_id,
@@ -713,6 +788,7 @@ async fn finish(app: &App, before: Option<&CallRecord>, r: &CallRecord) {
     cancel(app, RING_TIMER, call_id, None).await;
     for a in before.map(|b| b.attendance.as_slice()).unwrap_or_default() {
         cancel(app, RECONNECT_TIMER, call_id, Some(&a.peer_id)).await;
+        unclaim(app, &a.peer_id, a.guest, call_id).await;
         warn_on(
             "could not unlist the call for a participant",
             call_id,
@@ -787,8 +863,13 @@ pub async fn report_connected(app: &App, peer: &Peer, call_id: &str) -> AppResul
 /// set to the sender. ICE candidates relayed both ways mark the call connected.
 pub async fn signal(app: &App, peer: &Peer, req: CallSignal) -> AppResult<()> {
     let r = live_record(app, &req.call_id).await?;
-    if r.attendee(&peer.peer_id).is_none() {
-        return Err(DomainError::Forbidden("you are not in this call".into()).into());
+    match r.attendee(&peer.peer_id) {
+        None => return Err(DomainError::Forbidden("you are not in this call".into()).into()),
+        // Signalling belongs to the device that takes part, not to the user's others.
+        Some(a) if a.device_id != peer.device_id => {
+            return Err(DomainError::Forbidden("this device is not in the call".into()).into());
+        }
+        Some(_) => {}
     }
     if req.signal.to == peer.peer_id {
         return Err(AppError::invalid("a signal goes to another participant"));
