@@ -98,6 +98,11 @@ pub enum JoinOutcome {
         was_reconnecting: bool,
         previous_device: String,
     },
+    /// A new participant record, and this join moved the call to the SFU: the call now
+    /// names `room_id`, a group room hosted by `host` (the initiator while attending,
+    /// otherwise the participant attending longest). Only the write that switched reports
+    /// it, so the room is created once.
+    SwitchedToSfu { room_id: String, host: Attendance },
 }
 
 /// What a leave did.
@@ -159,13 +164,17 @@ impl CallRecord {
         }
     }
 
-    /// Whether another peer may join now. Today a peer-to-peer call takes two; the move to
-    /// the SFU (`call:mode-changed`) is where a third would be admitted instead.
-    fn admits_another(&self) -> bool {
-        match self.call.mode {
-            CallMode::P2p => self.attendance.len() < P2P_MAX_PARTICIPANTS,
-            CallMode::Sfu => true,
-        }
+    /// Whether anyone attending is a guest (guests cannot take part in rooms, so such a
+    /// call cannot move to the SFU).
+    fn has_guest(&self) -> bool {
+        self.attendance.iter().any(|a| a.guest)
+    }
+
+    /// Who hosts the SFU room: the initiator while attending, otherwise the participant
+    /// attending longest.
+    fn sfu_host(&self) -> Option<&Attendance> {
+        self.attendee(&self.call.initiator)
+            .or_else(|| self.attendance.first())
     }
 
     fn end(&mut self, ended_by: &str, reason: Option<&str>, now: Millis) {
@@ -285,11 +294,15 @@ pub fn ring(cur: Option<CallRecord>) -> Result<CallRecord, DomainError> {
 
 /// `call:join`. The first join makes the call `active`. A peer already attending (back after
 /// a drop, or from another device) continues with the same record. A third peer of a
-/// peer-to-peer call is refused with `CALL_FULL`.
+/// peer-to-peer call moves it to the SFU (§7): the call records `mode: 'sfu'` and
+/// `sfu_room_id` as its `roomId`, for good (it stays there when it drops back to two).
+/// Guests cannot take part in rooms, so a call with a guest, or a guest joining a call on
+/// the SFU, is refused with `CALL_FULL`.
 pub fn join(
     cur: Option<CallRecord>,
     joiner: &Joiner,
     participant_id: &str,
+    sfu_room_id: &str,
     now: Millis,
 ) -> Result<(CallRecord, JoinOutcome), DomainError> {
     let mut r = live(cur)?;
@@ -307,14 +320,20 @@ pub fn join(
         a.reconnecting_since = None;
         return Ok((r, outcome));
     }
-    if !r.admits_another() {
-        return Err(DomainError::Specific {
-            code: ErrorCode::CallFull,
-            message: format!(
-                "a peer-to-peer call takes {P2P_MAX_PARTICIPANTS} participants; \
-                 calls of three or more need the SFU, which is not available yet"
-            ),
-        });
+    let switching = r.call.mode == CallMode::P2p && r.attendance.len() >= P2P_MAX_PARTICIPANTS;
+    let full = |message: &str| DomainError::Specific {
+        code: ErrorCode::CallFull,
+        message: message.to_string(),
+    };
+    if joiner.guest && (switching || r.call.mode == CallMode::Sfu) {
+        return Err(full(
+            "this call needs the SFU (three or more participants), which guests cannot join",
+        ));
+    }
+    if switching && r.has_guest() {
+        return Err(full(
+            "a call with a guest stays peer-to-peer: it takes two participants",
+        ));
     }
     let record = participant_record(
         r.id(),
@@ -328,6 +347,21 @@ pub fn join(
     r.attendance.push(attendance(joiner, participant_id));
     r.call.status = CallStatus::Active;
     r.call.answered_at.get_or_insert(now);
+    if switching {
+        let host = r
+            .sfu_host()
+            .cloned()
+            .ok_or_else(|| DomainError::Conflict("nobody attends the call".into()))?;
+        r.call.mode = CallMode::Sfu;
+        r.call.room_id = Some(sfu_room_id.to_string());
+        return Ok((
+            r,
+            JoinOutcome::SwitchedToSfu {
+                room_id: sfu_room_id.to_string(),
+                host,
+            },
+        ));
+    }
     Ok((r, JoinOutcome::Joined))
 }
 
@@ -598,7 +632,7 @@ mod tests {
     }
 
     fn answered() -> CallRecord {
-        join(Some(started()), &peer("bob"), "p-bob", T0 + 2_000)
+        join(Some(started()), &peer("bob"), "p-bob", "room-1", T0 + 2_000)
             .unwrap()
             .0
     }
@@ -612,7 +646,7 @@ mod tests {
         let r = ring(Some(r)).unwrap();
         assert_eq!(r.call.status, CallStatus::Ringing);
         assert!(ring(Some(r.clone())).is_err(), "rings once");
-        let (r, outcome) = join(Some(r), &peer("bob"), "p-bob", T0 + 2_000).unwrap();
+        let (r, outcome) = join(Some(r), &peer("bob"), "p-bob", "room-1", T0 + 2_000).unwrap();
         assert_eq!(outcome, JoinOutcome::Joined);
         assert_eq!(r.call.status, CallStatus::Active);
         assert_eq!(r.call.answered_at, Some(T0 + 2_000));
@@ -632,7 +666,7 @@ mod tests {
         );
         assert_eq!(r.ending.as_ref().unwrap().ended_by, "ann");
         assert!(matches!(
-            join(Some(r), &peer("bob"), "p-bob2", T0 + 65_000),
+            join(Some(r), &peer("bob"), "p-bob2", "room-1", T0 + 65_000),
             Err(DomainError::Conflict(_))
         ));
     }
@@ -671,12 +705,86 @@ mod tests {
     }
 
     #[test]
-    fn a_third_peer_is_refused_while_p2p() {
-        let err = join(Some(answered()), &peer("cat"), "p-cat", T0 + 3_000).unwrap_err();
+    fn a_third_peer_moves_the_call_to_the_sfu_for_good() {
+        let (r, outcome) = join(
+            Some(answered()),
+            &peer("cat"),
+            "p-cat",
+            "room-9",
+            T0 + 3_000,
+        )
+        .unwrap();
+        match outcome {
+            JoinOutcome::SwitchedToSfu { room_id, host } => {
+                assert_eq!(room_id, "room-9");
+                assert_eq!(host.peer_id, "ann", "the initiator hosts");
+            }
+            other => panic!("expected the switch, got {other:?}"),
+        }
+        assert_eq!(r.call.mode, CallMode::Sfu);
+        assert_eq!(r.call.room_id.as_deref(), Some("room-9"));
+        assert_eq!(r.attendance.len(), 3);
+        // A fourth joins the same room: no second switch.
+        let (r, outcome) = join(Some(r), &peer("dan"), "p-dan", "room-x", T0 + 4_000).unwrap();
+        assert_eq!(outcome, JoinOutcome::Joined);
+        assert_eq!(r.call.room_id.as_deref(), Some("room-9"));
+        // Back to two, still on the SFU.
+        let (r, _) = leave(Some(r), "cat", T0 + 5_000).unwrap();
+        let (r, _) = leave(Some(r), "dan", T0 + 5_000).unwrap();
+        assert_eq!(r.call.mode, CallMode::Sfu);
+        assert_eq!(r.call.room_id.as_deref(), Some("room-9"));
+        // Without the initiator, the participant attending longest hosts.
+        let (r, _) = leave(Some(answered()), "ann", T0 + 3_000).unwrap();
+        let (r, _) = join(Some(r), &peer("cat"), "p-cat", "room-9", T0 + 4_000).unwrap();
+        let (_, outcome) = join(Some(r), &peer("dan"), "p-dan", "room-9", T0 + 5_000).unwrap();
+        assert!(
+            matches!(outcome, JoinOutcome::SwitchedToSfu { host, .. } if host.peer_id == "bob")
+        );
+    }
+
+    #[test]
+    fn calls_with_guests_stay_peer_to_peer() {
+        let (with_guest, _) = join(
+            Some(started()),
+            &guest("anon-7"),
+            "p-g",
+            "room-1",
+            T0 + 1_000,
+        )
+        .unwrap();
+        let err = join(
+            Some(with_guest),
+            &peer("cat"),
+            "p-cat",
+            "room-1",
+            T0 + 2_000,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), ErrorCode::CallFull);
-        // A participant who left frees the place.
-        let (r, _) = leave(Some(answered()), "bob", T0 + 3_000).unwrap();
-        assert!(join(Some(r), &peer("cat"), "p-cat", T0 + 4_000).is_ok());
+        let err = join(
+            Some(answered()),
+            &guest("anon-7"),
+            "p-g",
+            "room-1",
+            T0 + 2_000,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::CallFull, "a guest is not the third");
+        let (sfu, _) = join(
+            Some(answered()),
+            &peer("cat"),
+            "p-cat",
+            "room-1",
+            T0 + 3_000,
+        )
+        .unwrap();
+        let (sfu, _) = leave(Some(sfu), "cat", T0 + 4_000).unwrap();
+        let err = join(Some(sfu), &guest("anon-7"), "p-g", "room-1", T0 + 5_000).unwrap_err();
+        assert_eq!(
+            err.code(),
+            ErrorCode::CallFull,
+            "nor joins a call on the SFU"
+        );
     }
 
     #[test]
@@ -691,7 +799,8 @@ mod tests {
         // Back on a new socket: same record, not reconnecting any more.
         let mut back = peer("bob");
         back.socket_id = "sock-bob-2".into();
-        let (resumed, outcome) = join(Some(r.clone()), &back, "p-unused", T0 + 20_000).unwrap();
+        let (resumed, outcome) =
+            join(Some(r.clone()), &back, "p-unused", "room-1", T0 + 20_000).unwrap();
         assert_eq!(
             outcome,
             JoinOutcome::Rejoined {
@@ -764,7 +873,7 @@ mod tests {
     #[test]
     fn media_toggles_and_guests_keep_their_anonymous_id() {
         let r = started();
-        let (r, _) = join(Some(r), &guest("anon-7"), "p-g", T0 + 1_000).unwrap();
+        let (r, _) = join(Some(r), &guest("anon-7"), "p-g", "room-1", T0 + 1_000).unwrap();
         let g = r.participant("p-g").unwrap();
         assert_eq!(g.user_id, None);
         assert_eq!(g.anonymous_id.as_deref(), Some("anon-7"));

@@ -25,6 +25,7 @@ use switchboard_server::config::{Overrides, Secret, Settings};
 use switchboard_server::error::AppResult;
 use switchboard_server::outbox::{Outbox, rooms};
 use switchboard_server::services::conversation_calls::{self as calls, Peer};
+use switchboard_server::services::rooms::{self as room_service, Entry, Party};
 use switchboard_server::services::{conversations, sessions, users};
 use switchboard_store::StateStore;
 use switchboard_store::bus::MemoryBus;
@@ -176,6 +177,7 @@ async fn harness(backend: Backend) -> Option<Harness> {
         ("ann", "Ann"),
         ("bob", "Bob"),
         ("cat", "Cat"),
+        ("dan", "Dan"),
         ("zed", "Zed"),
     ] {
         users::upsert(&app, id, name).await.unwrap();
@@ -806,7 +808,8 @@ async fn guests_members_and_the_third_participant(b: Backend) {
             .unwrap()
             .ends_with(":anon-1")
     );
-    // A third participant of a P2P call is refused while the SFU is not available.
+    // A call with a guest cannot move to the SFU (guests cannot join rooms): the third
+    // participant is refused.
     assert_eq!(
         code(calls::join(&h.app, &peer("bob"), &call).await),
         "CALL_FULL"
@@ -904,4 +907,103 @@ async fn participants_are_busy_elsewhere_and_shown_in_a_call(b: Backend) {
     // The call ending frees everyone left in it.
     calls::leave(&h.app, &peer("ann"), &call).await.unwrap();
     assert!(!in_call("ann").await);
+}
+
+on_both!(a_third_participant_moves_the_call_to_an_sfu_room);
+
+fn party(user: &str) -> Party {
+    Party {
+        user_id: user.into(),
+        name: user.into(),
+        socket_id: format!("sock-{user}"),
+        device_id: format!("dev-{user}"),
+    }
+}
+
+async fn a_third_participant_moves_the_call_to_an_sfu_room(b: Backend) {
+    let Some(h) = harness(b).await else { return };
+    conversations::add_members(&h.app, "ann", &h.conv, &["dan".to_string()])
+        .await
+        .unwrap();
+    h.connect("dan").await;
+    let call = h.initiate("ann").await.unwrap();
+    let joined = calls::join(&h.app, &peer("bob"), &call).await.unwrap();
+    assert_eq!(to_json(&joined.call)["mode"], "p2p");
+    assert_eq!(h.outbox.count(events::CALL_MODE_CHANGED), 0);
+
+    // cat and dan join at once on two instances: one of them is the third, and the call
+    // moves to one room, once.
+    let (cat, dan) = (peer("cat"), peer("dan"));
+    let (x, y) = tokio::join!(
+        calls::join(&h.app, &cat, &call),
+        calls::join(&h.other, &dan, &call),
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let room_id = x.call.room_id.clone().expect("the call names its room");
+    assert_eq!(y.call.room_id.as_deref(), Some(room_id.as_str()));
+    assert_eq!(to_json(&x.call)["mode"], "sfu");
+    assert_eq!(to_json(&y.call)["mode"], "sfu");
+    assert_eq!(
+        h.outbox.count(events::CALL_MODE_CHANGED),
+        1,
+        "one switch, one event"
+    );
+    let changed = json!({"callId": call, "mode": "sfu", "roomId": room_id});
+    // Everyone attending at the switch hears it (the fourth, joining after, learns it from
+    // the join ack).
+    let heard: Vec<&str> = ["ann", "bob", "cat", "dan"]
+        .into_iter()
+        .filter(|u| h.outbox.to(&device(u), events::CALL_MODE_CHANGED) == vec![changed.clone()])
+        .collect();
+    assert_eq!(heard.len(), 3, "{heard:?}");
+    assert!(heard.contains(&"ann") && heard.contains(&"bob"));
+    let history = h.history(&call).await;
+    assert_eq!(history.room_id.as_deref(), Some(room_id.as_str()));
+
+    // The room: private to the conversation's members, hosted by the initiator, who takes
+    // part already; call participants join it although their call holds their slot.
+    let room = room_service::get(&h.app, &room_id).await.unwrap();
+    assert_eq!(room.host_id, "ann");
+    assert!(room.is_private);
+    let joined_room = room_service::enter(&h.other, &party("cat"), &room_id, Entry::Join)
+        .await
+        .unwrap();
+    assert_eq!(joined_room.participants.len(), 2);
+    room_service::enter(&h.app, &party("ann"), &room_id, Entry::Join)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(room_service::enter(&h.app, &party("zed"), &room_id, Entry::Join).await),
+        "FORBIDDEN",
+        "not a member of the conversation"
+    );
+    // Rejoining the call from the room's device is fine too.
+    let rejoined = calls::join(&h.app, &peer("cat"), &call).await.unwrap();
+    assert_eq!(rejoined.call.room_id.as_deref(), Some(room_id.as_str()));
+
+    // Back to two: still on the SFU, same room; nobody else gets a room.
+    calls::leave(&h.app, &peer("cat"), &call).await.unwrap();
+    calls::leave(&h.other, &peer("dan"), &call).await.unwrap();
+    let r = calls::record(&h.app, &call).await.unwrap().unwrap();
+    assert_eq!(to_json(&r.call)["mode"], "sfu");
+    assert_eq!(r.call.room_id.as_deref(), Some(room_id.as_str()));
+    let again = calls::join(&h.other, &peer("dan"), &call).await.unwrap();
+    assert_eq!(again.call.room_id.as_deref(), Some(room_id.as_str()));
+    assert_eq!(h.outbox.count(events::CALL_MODE_CHANGED), 1);
+    assert_eq!(room_service::all(&h.app).await.unwrap().len(), 1);
+
+    // The call ends when its last participant leaves, and its room with it.
+    for user in ["ann", "bob", "dan"] {
+        calls::leave(&h.app, &peer(user), &call).await.unwrap();
+    }
+    assert_eq!(h.status(&call).await, CallStatus::Ended);
+    let room = room_service::get(&h.app, &room_id).await.unwrap();
+    assert_eq!(to_json(&room.status), "ended");
+    assert_eq!(h.outbox.count(events::ROOM_CALL_ENDED), 1);
+    // Everyone is free again: cat's room membership went with the room.
+    assert!(h.initiate("cat").await.is_ok());
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap()
 }

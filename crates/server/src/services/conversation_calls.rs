@@ -32,8 +32,8 @@ use switchboard_domain::conversation_calls::{
 use switchboard_domain::{DomainError, Millis};
 use switchboard_protocol::conversation_calls::{
     CallEnded, CallInitiate, CallInitiateResponse, CallInitiated, CallJoinResponse,
-    CallMediaToggled, CallParticipantJoined, CallParticipantLeft, CallParticipantReconnecting,
-    CallSignal, CallType, IceServer, SignalType,
+    CallMediaToggled, CallModeChanged, CallParticipantJoined, CallParticipantLeft,
+    CallParticipantReconnecting, CallSignal, CallType, IceServer, SignalType,
 };
 use switchboard_protocol::sfu::MediaKind;
 use switchboard_protocol::{ErrorCode, events};
@@ -43,7 +43,7 @@ use crate::app::App;
 use crate::error::{AppError, AppResult};
 use crate::outbox::rooms;
 use crate::services::call_state::{self, Engagement};
-use crate::services::{calls, conversations, presence, rate_limit};
+use crate::services::{calls, conversations, presence, rate_limit, rooms as room_service, users};
 
 /// The deadline-queue kind of the no-join timeout.
 pub const RING_TIMER: &str = "conv_call_ring";
@@ -302,8 +302,30 @@ async fn claim(app: &App, peer: &Peer, call_id: &str) -> AppResult<()> {
             );
             Ok(())
         }
+        // Already in the SFU room this call moved to (joined it first): that claim covers
+        // the call.
+        Err(Engagement::InRoom { room_id })
+            if record(app, call_id)
+                .await?
+                .is_some_and(|r| r.call.room_id.as_deref() == Some(room_id.as_str())) =>
+        {
+            Ok(())
+        }
         Err(_) => Err(DomainError::Busy("you are already in a call or room".into()).into()),
     }
+}
+
+/// Whether `user_id` attends the live call `call_id` and that call moved to the SFU room
+/// `room_id` (rooms let such a user in under the call's claim of their slot).
+pub async fn attends_call_in_room(
+    app: &App,
+    call_id: &str,
+    user_id: &str,
+    room_id: &str,
+) -> AppResult<bool> {
+    Ok(record(app, call_id).await?.is_some_and(|r| {
+        !r.is_ended() && r.call.room_id.as_deref() == Some(room_id) && r.attendee(user_id).is_some()
+    }))
 }
 
 /// Frees the user's slot if it still holds the call; their earlier presence comes back
@@ -642,8 +664,9 @@ pub async fn join(app: &App, peer: &Peer, call_id: &str) -> AppResult<CallJoinRe
     let joiner = peer.joiner();
     let already_in = current.attendee(&peer.peer_id).is_some();
     claim(app, peer, call_id).await?;
+    let sfu_room_id = uuid::Uuid::new_v4().to_string();
     let joined = transition(app, call_id, |cur| {
-        domain::join(cur, &joiner, &fresh_id, now)
+        domain::join(cur, &joiner, &fresh_id, &sfu_room_id, now)
     })
     .await;
     let (r, outcome, _) = match joined {
@@ -661,7 +684,7 @@ pub async fn join(app: &App, peer: &Peer, call_id: &str) -> AppResult<CallJoinRe
         .map(|a| a.participant_id.clone())
         .unwrap_or_default();
     match &outcome {
-        JoinOutcome::Joined => {
+        JoinOutcome::Joined | JoinOutcome::SwitchedToSfu { .. } => {
             cancel(app, RING_TIMER, call_id, None).await;
             app.store
                 .index_add(
@@ -686,6 +709,9 @@ pub async fn join(app: &App, peer: &Peer, call_id: &str) -> AppResult<CallJoinRe
             cancel(app, RECONNECT_TIMER, call_id, Some(&peer.peer_id)).await;
         }
     }
+    if let JoinOutcome::SwitchedToSfu { room_id, host } = &outcome {
+        switch_to_sfu(app, &r, peer, room_id, host).await?;
+    }
     if let Some(participant) = r.participant(&participant_id).cloned() {
         for a in &r.attendance {
             let joined = CallParticipantJoined {
@@ -707,6 +733,60 @@ pub async fn join(app: &App, peer: &Peer, call_id: &str) -> AppResult<CallJoinRe
         call: r.call,
         ice_servers: ice_for(app, &peer.peer_id, now),
     })
+}
+
+/// The join that made the call's third participant moved it to the SFU (only that write
+/// reports the switch, so this runs once across instances): the room is opened, private to
+/// the conversation's members, hosted by the initiator (or whoever attends longest) from
+/// the device they attend with; history records the mode; every participant, the joiner
+/// included, gets `call:mode-changed`.
+async fn switch_to_sfu(
+    app: &App,
+    r: &CallRecord,
+    joiner: &Peer,
+    room_id: &str,
+    host: &Attendance,
+) -> AppResult<()> {
+    let call_id = r.id();
+    // Guests never reach here (the domain refuses the switch with a guest in the call).
+    let meta = conversations::member_of(app, r.conversation_id(), &joiner.peer_id).await?;
+    let host_name = users::get_many(app, std::slice::from_ref(&host.peer_id))
+        .await?
+        .pop()
+        .map_or_else(|| host.peer_id.clone(), |u| u.name);
+    let host_party = room_service::Party {
+        user_id: host.peer_id.clone(),
+        name: host_name,
+        socket_id: host.socket_id.clone(),
+        device_id: host.device_id.clone(),
+    };
+    room_service::open_for_call(
+        app,
+        room_id,
+        &host_party,
+        "Conversation call".to_string(),
+        meta.member_ids(),
+    )
+    .await?;
+    history_update(
+        app,
+        call_id,
+        CallSessionUpdate {
+            mode: Some(db::CallMode::Sfu),
+            room_id: Some(room_id.to_string()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let changed = CallModeChanged {
+        call_id: call_id.to_string(),
+        mode: r.call.mode,
+        room_id: room_id.to_string(),
+    };
+    app.outbox
+        .emit_to(audience(r), events::CALL_MODE_CHANGED, to_value(&changed))
+        .await;
+    Ok(())
 }
 
 /// What follows a participant leaving (explicitly, by force-leave, or when the reconnect
@@ -798,6 +878,13 @@ async fn finish(app: &App, before: Option<&CallRecord>, r: &CallRecord) {
                     &[call_id.to_string()],
                 )
                 .await,
+        );
+    }
+    if let Some(room_id) = &r.call.room_id {
+        warn_on(
+            "could not end the call's SFU room",
+            call_id,
+            room_service::end_with_call(app, room_id).await,
         );
     }
     release_conversation(app, r.conversation_id(), call_id).await;
