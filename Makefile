@@ -1,10 +1,13 @@
 # Switchboard developer and CI entry points.
 #
-#   make run    build the release binary (and web/, once it exists) and serve in dev mode on 127.0.0.1:3000
-#   make test   cargo test --workspace, then the end-to-end suites (JS + Python)
-#   make e2e    only the end-to-end suites (builds the debug binary first): JS, Python,
-#               and the headless-Chromium SFU test (tests/e2e/browser)
+#   make run    build web/ and the release binary, and serve both in dev mode on 127.0.0.1:3000
+#   make test   cargo test --workspace, then the end-to-end suites (JS, Python, browser)
+#   make e2e    only the end-to-end suites (builds the debug binary first)
+#   make e2e-web  only the browser tests (web/ in Debian chromium, via playwright-core)
+#   make e2e-browser  only the SFU browser test (mediasoup-client in Debian chromium)
 #   make lint   cargo fmt --check + cargo clippy -D warnings
+#   make bench  side-by-side benchmark suite (release builds, Node baseline deps) → docs/benchmarks.md
+#               (BENCH_PROFILE=full for the long one; BENCH_ARGS for more `loadgen suite` flags)
 #
 # The e2e suites find the server through SWITCHBOARD_BIN (default: the debug build).
 # Redis/PostgreSQL for the multi-instance tests: SWITCHBOARD_TEST_REDIS_URL,
@@ -30,10 +33,10 @@ PY_STAMP := $(VENV)/.e2e-requirements.stamp
 SWITCHBOARD_BIN ?= $(CURDIR)/target/debug/switchboard
 export SWITCHBOARD_BIN
 
-.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py e2e-browser lint fmt-check clippy clean-e2e
+.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py e2e-web lint fmt-check clippy clean-e2e bench bench-deps e2e-browser
 
 help:
-	@echo "targets: run | test | e2e | e2e-js | e2e-py | lint | build | build-release | web | clean-e2e"
+	@echo "targets: run | test | e2e | e2e-js | e2e-py | e2e-web | e2e-browser | lint | build | build-release | web | clean-e2e | bench"
 
 # ---------------------------------------------------------------------------
 # Running
@@ -41,14 +44,16 @@ help:
 run: web build-release
 	./target/release/switchboard serve --dev --bind $(RUN_BIND)
 
-# Hook for the web client build. Does nothing while web/ is absent.
-web:
-	@if [ -f web/package.json ]; then \
-		echo "==> building web/"; \
-		cd web && { [ -d node_modules ] || $(NPM) ci; } && $(NPM) run build; \
-	else \
-		echo "==> web/: nothing to build"; \
-	fi
+# The browser client: web/dist, which `switchboard serve` serves at / (web.static_dir).
+WEB_STAMP := web/node_modules/.package-lock.json
+
+web: $(WEB_STAMP)
+	@echo "==> building web/"
+	cd web && $(NPM) run build
+
+$(WEB_STAMP): web/package-lock.json web/package.json
+	cd web && $(NPM) ci --no-audit --no-fund
+	@touch $@
 
 build:
 	$(CARGO) build -p switchboard-server
@@ -73,6 +78,7 @@ e2e: build e2e-deps
 	@status=0; \
 	$(MAKE) --no-print-directory e2e-js || status=1; \
 	$(MAKE) --no-print-directory e2e-py || status=1; \
+	$(MAKE) --no-print-directory e2e-web || status=1; \
 	$(MAKE) --no-print-directory e2e-browser || status=1; \
 	exit $$status
 
@@ -100,6 +106,11 @@ e2e-py: $(PY_STAMP)
 	@echo "==> e2e (Python, pytest) against $(SWITCHBOARD_BIN)"
 	$(VENV)/bin/python -m pytest $(PY_DIR)
 
+# Browser tests: needs the debug binary (e2e builds it) and Debian chromium (CHROMIUM_PATH).
+e2e-web: web
+	@echo "==> e2e (browser, playwright-core + chromium) against $(SWITCHBOARD_BIN)"
+	cd web && $(NODE) --test --test-reporter=spec tests/
+
 # Headless Chromium (CHROMIUM_PATH, default /usr/bin/chromium) with mediasoup-client against
 # the SFU. Needs the JS suite's node_modules too (it reuses its server helpers).
 e2e-browser: $(BROWSER_STAMP) $(JS_STAMP)
@@ -119,3 +130,22 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# ---------------------------------------------------------------------------
+# Benchmarks (not part of `make test`): Switchboard side by side with the Node.js
+# socket.io baseline (bench/node) and a bare socketioxide server (bench/bare-socketioxide).
+# The Node baseline's packages are installed here only.
+
+BENCH_PROFILE ?= quick
+BENCH_ARGS ?=
+BENCH_NODE_STAMP := bench/node/node_modules/.package-lock.json
+
+bench-deps: $(BENCH_NODE_STAMP)
+
+$(BENCH_NODE_STAMP): bench/node/package-lock.json bench/node/package.json
+	cd bench/node && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+bench: bench-deps
+	$(CARGO) build --release -p switchboard-server -p bench-bare-socketioxide -p switchboard-loadgen
+	./target/release/loadgen suite --profile $(BENCH_PROFILE) $(BENCH_ARGS)

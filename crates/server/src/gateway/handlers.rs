@@ -27,6 +27,7 @@ pub fn install<A: Adapter>(app: &SharedApp, socket: &SocketRef<A>) {
     super::calls::install(app, socket);
     super::room_events::install(app, socket);
     super::media::install(app, socket);
+    super::conversation_calls::install(app, socket);
 }
 
 impl Validate for SetPresenceStatus {
