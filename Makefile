@@ -5,6 +5,8 @@
 #   make e2e    only the end-to-end suites (builds the debug binary first)
 #   make e2e-web  only the browser tests (web/ in Debian chromium, via playwright-core)
 #   make lint   cargo fmt --check + cargo clippy -D warnings
+#   make bench  side-by-side benchmark suite (release builds, Node baseline deps) → docs/benchmarks.md
+#               (BENCH_PROFILE=full for the long one; BENCH_ARGS for more `loadgen suite` flags)
 #
 # The e2e suites find the server through SWITCHBOARD_BIN (default: the debug build).
 # Redis/PostgreSQL for the multi-instance tests: SWITCHBOARD_TEST_REDIS_URL,
@@ -28,10 +30,10 @@ PY_STAMP := $(VENV)/.e2e-requirements.stamp
 SWITCHBOARD_BIN ?= $(CURDIR)/target/debug/switchboard
 export SWITCHBOARD_BIN
 
-.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py e2e-web lint fmt-check clippy clean-e2e
+.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py e2e-web lint fmt-check clippy clean-e2e bench bench-deps
 
 help:
-	@echo "targets: run | test | e2e | e2e-js | e2e-py | e2e-web | lint | build | build-release | web | clean-e2e"
+	@echo "targets: run | test | e2e | e2e-js | e2e-py | e2e-web | lint | build | build-release | web | clean-e2e | bench"
 
 # ---------------------------------------------------------------------------
 # Running
@@ -114,3 +116,22 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# ---------------------------------------------------------------------------
+# Benchmarks (not part of `make test`): Switchboard side by side with the Node.js
+# socket.io baseline (bench/node) and a bare socketioxide server (bench/bare-socketioxide).
+# The Node baseline's packages are installed here only.
+
+BENCH_PROFILE ?= quick
+BENCH_ARGS ?=
+BENCH_NODE_STAMP := bench/node/node_modules/.package-lock.json
+
+bench-deps: $(BENCH_NODE_STAMP)
+
+$(BENCH_NODE_STAMP): bench/node/package-lock.json bench/node/package.json
+	cd bench/node && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+bench: bench-deps
+	$(CARGO) build --release -p switchboard-server -p bench-bare-socketioxide -p switchboard-loadgen
+	./target/release/loadgen suite --profile $(BENCH_PROFILE) $(BENCH_ARGS)

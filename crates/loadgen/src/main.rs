@@ -4,6 +4,7 @@
 //! and reports throughput, latency, the server's CPU and memory, and its own CPU (so a
 //! saturated generator is visible). Every scenario is bounded in size and time.
 
+mod chart;
 mod client;
 mod graph;
 mod http;
@@ -13,16 +14,20 @@ mod scenario;
 mod server;
 mod sio;
 mod stats;
+mod suite;
+mod suite_report;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use scenario::ack::{self, AckArgs};
 use scenario::calls::{self, CallsArgs};
 use scenario::churn::{self, ChurnArgs};
 use scenario::fanout::{self, FanoutArgs};
-use server::{Backend, ServerOptions};
+use scenario::idle::{self, IdleArgs};
+use server::{Backend, ServerOptions, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,13 +69,55 @@ enum Scenario {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Request/ack round trips on a cheap event: closed loop, then fixed rates (JSON out).
+    Ack {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        ack: AckArgs,
+    },
+    /// Connected idle users: server memory per user and connect rate (JSON out).
+    Idle {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        idle: IdleArgs,
+    },
+    /// The side-by-side suite of `make bench`: Switchboard, Node.js socket.io and bare
+    /// socketioxide, alternating; writes the results, docs/benchmarks.md and the charts.
+    Suite {
+        #[command(flatten)]
+        suite: suite::SuiteArgs,
+    },
+    /// Rewrites the suite section of the docs and the charts from a saved results file.
+    Report {
+        #[arg(long, default_value = "target/bench/results.json")]
+        json: PathBuf,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        docs: PathBuf,
+        #[arg(long, default_value = "docs/bench")]
+        charts: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
 struct ServerArgs {
-    /// The server binary to start (`cargo build --release -p switchboard-server`).
-    #[arg(long, default_value = "target/release/switchboard")]
-    server_bin: PathBuf,
+    /// Which server to start: Switchboard or one of the baselines under `bench/`.
+    #[arg(long, value_enum, default_value_t = Target::Switchboard)]
+    target: Target,
+    /// The server binary (the Node baseline: its script); default per target, e.g.
+    /// `target/release/switchboard` (`cargo build --release -p switchboard-server`).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Server instances sharing Redis (and, for Switchboard, a fresh PostgreSQL database).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    instances: u32,
+    /// PostgreSQL server for several Switchboard instances.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432")]
+    postgres_url: String,
+    /// Pin the server to this CPU (`taskset -c`).
+    #[arg(long)]
+    pin_cpu: Option<usize>,
     /// State store of the server.
     #[arg(long, value_enum, default_value_t = Backend::Memory)]
     backend: Backend,
@@ -98,6 +145,32 @@ struct OutputArgs {
     threads: u32,
 }
 
+impl ServerArgs {
+    /// The server options, with `scenario_env` first so `--server-env` can override it.
+    fn options(self, scenario_env: Vec<(String, String)>) -> ServerOptions {
+        let mut env = if self.target == Target::Switchboard {
+            scenario_env
+        } else {
+            Vec::new()
+        };
+        env.extend(self.server_env);
+        ServerOptions {
+            bin: self
+                .server_bin
+                .unwrap_or_else(|| self.target.default_program().into()),
+            target: self.target,
+            backend: self.backend,
+            redis_url: self.redis_url,
+            friends_mode: true,
+            log_level: self.server_log,
+            env,
+            instances: self.instances,
+            postgres_url: self.postgres_url,
+            pin_cpu: self.pin_cpu,
+        }
+    }
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -110,6 +183,12 @@ fn main() -> Result<()> {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ");
+    let plain_runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
     let runtime = |output: &OutputArgs| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(output.threads as usize)
@@ -132,6 +211,29 @@ fn main() -> Result<()> {
             calls,
             output,
         } => runtime(&output)?.block_on(run_calls(server, calls, output, &command_line)),
+        Scenario::Ack { server, ack } => plain_runtime()?.block_on(async {
+            let result = ack::run(&server.options(Vec::new()), &ack).await?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }),
+        Scenario::Idle { server, idle } => plain_runtime()?.block_on(async {
+            let result = idle::run(&server.options(Vec::new()), &idle).await?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            eprintln!("loadgen: {:.1} KiB per user", result.kib_per_user());
+            Ok(())
+        }),
+        Scenario::Suite { suite } => {
+            // The generator (and everything it starts but the servers) runs on the CPU the
+            // servers do not: pinned before the runtime's threads exist, so they inherit it.
+            if let Ok(cpu) = suite.server_cpu.parse::<usize>() {
+                suite::pin_self(if cpu == 0 { 1 } else { 0 })?;
+            }
+            plain_runtime()?.block_on(suite::run(suite))
+        }
+        Scenario::Report { json, docs, charts } => {
+            let results = suite::SuiteResults::load(&json)?;
+            suite_report::write(&results, &docs, &charts)
+        }
     }
 }
 
@@ -141,17 +243,7 @@ async fn run_fanout(
     output: OutputArgs,
     command_line: &str,
 ) -> Result<()> {
-    // The scenario's rate-limit settings first, so `--server-env` can override them.
-    let mut env = fanout::server_env();
-    env.extend(server.server_env);
-    let options = ServerOptions {
-        bin: server.server_bin,
-        backend: server.backend,
-        redis_url: server.redis_url,
-        friends_mode: true,
-        log_level: server.server_log,
-        env,
-    };
+    let options = server.options(fanout::server_env());
     let mut results = Vec::new();
     for run in 1..=output.runs {
         for &size in &args.sizes {
@@ -190,17 +282,7 @@ async fn run_calls(
     output: OutputArgs,
     command_line: &str,
 ) -> Result<()> {
-    // The scenario's rate-limit settings first, so `--server-env` can override them.
-    let mut env = calls::server_env();
-    env.extend(server.server_env);
-    let options = ServerOptions {
-        bin: server.server_bin,
-        backend: server.backend,
-        redis_url: server.redis_url,
-        friends_mode: true,
-        log_level: server.server_log,
-        env,
-    };
+    let options = server.options(calls::server_env());
     let mut results = Vec::new();
     for run in 1..=output.runs {
         eprintln!(
@@ -237,14 +319,7 @@ async fn run_churn(
     output: OutputArgs,
     command_line: &str,
 ) -> Result<()> {
-    let options = ServerOptions {
-        bin: server.server_bin,
-        backend: server.backend,
-        redis_url: server.redis_url,
-        friends_mode: true,
-        log_level: server.server_log,
-        env: server.server_env,
-    };
+    let options = server.options(Vec::new());
     let mut results = Vec::new();
     for run in 1..=output.runs {
         eprintln!("loadgen: churn run {run}/{}", output.runs);

@@ -116,10 +116,11 @@ pub struct WindowUsage {
     pub server_memory: Memory,
 }
 
-/// Sleeps until `from`, then samples CPU times until `to`: the server's, the generator's
-/// and, with `with_redis`, the local Redis server's.
+/// Sleeps until `from`, then samples CPU times until `to`: the servers' (summed over
+/// `server_pids`, e.g. two instances), the generator's and, with `with_redis`, the local
+/// Redis server's. Memory is summed over the servers too.
 pub async fn measure_window(
-    server_pid: u32,
+    server_pids: &[u32],
     with_redis: bool,
     from: std::time::Instant,
     to: std::time::Instant,
@@ -130,17 +131,29 @@ pub async fn measure_window(
     } else {
         None
     };
+    let servers_cpu = || -> Result<f64> {
+        server_pids
+            .iter()
+            .map(|&pid| process_cpu_secs(pid))
+            .sum::<Result<f64>>()
+    };
     let redis_before = redis_pid.and_then(|p| process_cpu_secs(p).ok());
-    let server_before = process_cpu_secs(server_pid)?;
+    let server_before = servers_cpu()?;
     let self_before = self_cpu_secs();
     tokio::time::sleep_until(to.into()).await;
+    let mut server_memory = Memory::default();
+    for &pid in server_pids {
+        let m = process_memory(pid)?;
+        server_memory.rss_kib += m.rss_kib;
+        server_memory.peak_kib += m.peak_kib;
+    }
     Ok(WindowUsage {
-        server_cpu_secs: process_cpu_secs(server_pid)? - server_before,
+        server_cpu_secs: servers_cpu()? - server_before,
         redis_cpu_secs: redis_pid
             .and_then(|p| process_cpu_secs(p).ok())
             .zip(redis_before)
             .map(|(after, before)| after - before),
         loadgen_cpu_secs: self_cpu_secs() - self_before,
-        server_memory: process_memory(server_pid)?,
+        server_memory,
     })
 }

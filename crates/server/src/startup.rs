@@ -30,6 +30,24 @@ use crate::http;
 use crate::jobs::{self, TimerHandler};
 use crate::services::{calls, notifications, sessions, typing};
 
+/// Pending connections the kernel may queue before `accept` (still capped by
+/// `net.core.somaxconn`). Bursts of reconnecting clients (a deploy, a network blip, the
+/// load generator's connect phase) overflow a short queue, and each dropped SYN then costs
+/// its client a 1-second retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` like `TcpListener::bind`, with [`LISTEN_BACKLOG`].
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub struct Application {
     listener: TcpListener,
     router: Router,
@@ -130,8 +148,7 @@ impl Application {
             }
         };
 
-        let listener = TcpListener::bind(app.settings.server.bind)
-            .await
+        let listener = bind_listener(app.settings.server.bind)
             .with_context(|| format!("binding {}", app.settings.server.bind))?;
         Ok(Self {
             listener,
@@ -195,6 +212,11 @@ impl Application {
             signal.cancel();
         });
         let grace = Duration::from_secs(app.settings.server.shutdown_grace_secs);
+        // Nagle off: with several acks or events in flight on one socket, the later frames
+        // would otherwise wait for the client's delayed ACK (tens of milliseconds).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,12 +1,13 @@
-import { useState, type FormEvent } from 'react';
+import { useEffect, useState, type FormEvent } from 'react';
 import { useCallStore } from '../stores/callStore';
 import { useAppStore } from '../stores/appStore';
 import { useUserStore } from '../stores/userStore';
 import * as calls from '../services/calls';
-import { conversationTitle } from '../services/chat';
+import { conversationTitle, openConversation } from '../services/chat';
 import type { RoomMessage } from '../types';
 import { Avatar, MediaView, REACTIONS, timeLabel } from './common';
 import { Icon } from './Icon';
+import { Thread } from './Thread';
 
 interface Tile {
   key: string;
@@ -34,6 +35,12 @@ export function CallView({ onOpenSettings }: { onOpenSettings: () => void }) {
   const conversations = useAppStore((s) => s.conversations);
   const myId = useUserStore((s) => s.userId);
   const myName = useUserStore((s) => s.name);
+  const conversation = current.kind === 'p2p' ? conversations.find((c) => c.id === current.conversationId) : undefined;
+  const conversationId = conversation?.id;
+  useEffect(() => {
+    // The conversation's thread is the chat of its call (and where the user lands after it).
+    if (conversationId) void openConversation(conversationId).catch(() => undefined);
+  }, [conversationId]);
 
   const participantIds =
     current.kind === 'room'
@@ -165,9 +172,9 @@ export function CallView({ onOpenSettings }: { onOpenSettings: () => void }) {
               </ul>
             ) : current.kind === 'room' ? (
               <RoomChat />
-            ) : (
-              <p className="empty">In-call chat is in the conversation thread for peer-to-peer calls.</p>
-            )}
+            ) : conversation ? (
+              <Thread conversation={conversation} compact />
+            ) : null}
           </aside>
         )}
       </div>

@@ -309,6 +309,7 @@ function NewRoom({ onClose }: { onClose: () => void }) {
 
 function HistoryPanel() {
   const history = useAppStore((s) => s.callHistory);
+  // Re-render when names arrive (describeCallPeer reads them).
   useAppStore((s) => s.names);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {

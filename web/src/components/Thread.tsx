@@ -12,7 +12,8 @@ import { Icon } from './Icon';
 /** A stable empty list: a selector returning a fresh [] would re-render forever. */
 const NOBODY: string[] = [];
 
-export function Thread({ conversation }: { conversation: Conversation }) {
+/** A conversation's thread; `compact` drops the header (the in-call chat of a conversation call). */
+export function Thread({ conversation, compact = false }: { conversation: Conversation; compact?: boolean }) {
   const id = conversation.id;
   const thread = useAppStore((s) => s.threads[id]);
   const names = useAppStore((s) => s.names);
@@ -61,7 +62,8 @@ export function Thread({ conversation }: { conversation: Conversation }) {
   };
 
   return (
-    <section className="thread" data-testid="thread">
+    <section className={`thread ${compact ? 'compact' : ''}`} data-testid="thread">
+      {!compact && (
       <header className="thread-head">
         <button className="icon-btn back" aria-label="Back" onClick={() => useAppStore.getState().openConversation(null)}>
           <Icon name="back" />
@@ -95,6 +97,7 @@ export function Thread({ conversation }: { conversation: Conversation }) {
           <Icon name="more" />
         </button>
       </header>
+      )}
 
       <div className="messages" ref={scroller} onScroll={onScroll} data-testid="messages">
         {thread?.loadingOlder && <div className="loading">Loading older messages…</div>}

@@ -49,7 +49,7 @@ export async function openConversation(conversationId: string) {
       { conversationId, limit: PAGE },
     );
     store().setThread(conversationId, { hasMoreOlder: hasMore, loaded: true });
-    store().addMessages(conversationId, messages, 'older');
+    store().addMessages(conversationId, messages);
   }
   await markRead(conversationId);
 }
@@ -71,7 +71,7 @@ export async function loadOlder(conversationId: string) {
       'message:history',
       { conversationId, before, limit: PAGE },
     );
-    store().addMessages(conversationId, messages, 'older');
+    store().addMessages(conversationId, messages);
     store().setThread(conversationId, { hasMoreOlder: hasMore });
   } finally {
     store().setThread(conversationId, { loadingOlder: false });
@@ -89,7 +89,7 @@ export async function catchUp(conversationId: string) {
       'message:history',
       { conversationId, after, limit: 100 },
     );
-    store().addMessages(conversationId, messages, 'newer');
+    store().addMessages(conversationId, messages);
     if (!hasMore || !messages.length) return;
   }
 }

@@ -65,7 +65,7 @@ interface AppState {
   removeConversation: (id: string) => void;
   setUnread: (conversationId: string, count: number) => void;
   setThread: (conversationId: string, patch: Partial<ThreadState>) => void;
-  addMessages: (conversationId: string, messages: Message[], where: 'older' | 'newer') => void;
+  addMessages: (conversationId: string, messages: Message[]) => void;
   upsertMessage: (message: Message) => void;
   setReactions: (conversationId: string, messageId: string, reactions: Reaction[]) => void;
   markDeleted: (conversationId: string, messageId: string) => void;
@@ -179,11 +179,10 @@ export const useAppStore = create<AppState>((set, get) => ({
         [conversationId]: { ...(s.threads[conversationId] ?? emptyThread), ...patch },
       },
     })),
-  addMessages: (conversationId, messages, where) =>
+  addMessages: (conversationId, messages) =>
     set((s) => {
       const t = s.threads[conversationId] ?? emptyThread;
       const merged = mergeMessages(t.messages, messages);
-      void where;
       return { threads: { ...s.threads, [conversationId]: { ...t, messages: merged } } };
     }),
   upsertMessage: (m) =>

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use super::{dev_auth, user_id};
-use crate::client::{Incoming, SioClient, endpoint};
+use crate::client::{Incoming, SioClient};
 use crate::procfs;
 use crate::server::{ServerOptions, ServerProcess};
 use crate::stats;
@@ -74,7 +74,7 @@ pub fn server_env() -> Vec<(String, String)> {
 }
 
 /// The figures of one run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct CallsResult {
     pub backend: String,
     pub pairs: u32,
@@ -558,7 +558,7 @@ pub async fn run(server: &ServerOptions, args: &CallsArgs) -> Result<CallsResult
         "loadgen: server pid {} on {} ({}), {} pairs",
         process.pid,
         process.addr,
-        server.backend.as_str(),
+        server.label(),
         args.pairs
     );
     let redis = server.backend == crate::server::Backend::Redis;
@@ -571,13 +571,13 @@ pub async fn run(server: &ServerOptions, args: &CallsArgs) -> Result<CallsResult
 
 async fn run_against(server: &ServerProcess, args: &CallsArgs, redis: bool) -> Result<CallsResult> {
     let setup_started = Instant::now();
-    let url = endpoint(&server.ws_base());
     let users = args.pairs * 2;
 
     // Everyone connects first (the dev handshake creates the users); user 2i calls 2i + 1.
     let mut clients: Vec<(u32, SioClient)> = futures::stream::iter(0..users)
         .map(|n| {
-            let url = url.clone();
+            // With two instances, callers (even users) and callees (odd) are on different ones.
+            let url = server.url_for(n);
             async move {
                 SioClient::connect(&url, &dev_auth(n), Duration::from_secs(15))
                     .await
@@ -623,7 +623,7 @@ async fn run_against(server: &ServerProcess, args: &CallsArgs, redis: bool) -> R
         )));
     }
 
-    let usage = procfs::measure_window(server.pid, redis, measure_from, measure_to).await?;
+    let usage = procfs::measure_window(&server.pids, redis, measure_from, measure_to).await?;
 
     let mut tally = Tally::default();
     for task in tasks {
@@ -819,7 +819,7 @@ mod tests {
     }
 
     async fn pair_against(addr: std::net::SocketAddr, caller: u32, measure: Duration) -> Tally {
-        let url = endpoint(&format!("ws://{addr}"));
+        let url = crate::client::endpoint(&format!("ws://{addr}"));
         let connect = |n| {
             let url = url.clone();
             async move {

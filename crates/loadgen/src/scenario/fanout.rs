@@ -16,9 +16,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use super::dev_auth;
-use crate::client::{Incoming, SioClient, endpoint};
+use crate::client::{Incoming, SioClient};
 use crate::procfs;
-use crate::server::{ServerOptions, ServerProcess};
+use crate::server::{ServerOptions, ServerProcess, Target};
 use crate::stats;
 
 const MESSAGE_NEW: &str = "message:new";
@@ -74,7 +74,7 @@ pub fn server_env() -> Vec<(String, String)> {
 }
 
 /// The figures of one sub-run (one conversation size).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FanoutResult {
     pub backend: String,
     pub size: u32,
@@ -195,6 +195,7 @@ struct Member {
     conversation_id: String,
     /// Sends this member keeps outstanding; 0 for a receive-only member.
     window: u32,
+    target: Target,
 }
 
 #[derive(Debug, Default)]
@@ -232,16 +233,30 @@ impl Tally {
     }
 }
 
-/// Ack payload `[{success, message: {createdAt,..}}]` → `Ok(createdAt)` or the error text.
-fn parse_send_ack(data: &str) -> Result<i64, String> {
+/// Ack payload `[{success, message: {createdAt,..}}]` → `Ok(createdAt)` (`None` from a
+/// baseline, whose `broadcast` ack carries no message) or the error text.
+fn parse_send_ack(data: &str) -> Result<Option<i64>, String> {
     let value: Value = serde_json::from_str(data).map_err(|e| format!("bad ack: {e}"))?;
     let body = value.get(0).ok_or("empty ack")?;
     if body.get("success").and_then(Value::as_bool) != Some(true) {
         return Err(format!("refused: {body}"));
     }
-    body.pointer("/message/createdAt")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| format!("ack without message.createdAt: {body}"))
+    Ok(body.pointer("/message/createdAt").and_then(Value::as_i64))
+}
+
+/// The send of a target: `message:send` to a conversation on Switchboard, `broadcast` to a
+/// room on the baselines (which deliver `message:new` to the room, the sender included).
+fn send_request(target: Target, conversation: &str, content: String) -> (&'static str, Value) {
+    match target {
+        Target::Switchboard => (
+            "message:send",
+            json!({ "conversationId": conversation, "content": content }),
+        ),
+        Target::Node | Target::Bare => (
+            "broadcast",
+            json!({ "room": conversation, "content": content }),
+        ),
+    }
 }
 
 /// One socket's life: send (if a sender) until the window closes, count what arrives,
@@ -274,13 +289,9 @@ async fn member_loop(
                         },
                         padding,
                     );
-                    client
-                        .emit(
-                            "message:send",
-                            &[json!({ "conversationId": member.conversation_id, "content": content })],
-                            Some(seq),
-                        )
-                        .await?;
+                    let (name, payload) =
+                        send_request(member.target, &member.conversation_id, content);
+                    client.emit(name, &[payload], Some(seq)).await?;
                     outstanding.insert(seq, sent);
                 }
             }
@@ -292,8 +303,7 @@ async fn member_loop(
             } else {
                 timeline.end
             };
-            let Ok(incoming) =
-                tokio::time::timeout_at(wake.into(), client.next_event()).await
+            let Ok(incoming) = tokio::time::timeout_at(wake.into(), client.next_event()).await
             else {
                 continue;
             };
@@ -309,7 +319,7 @@ async fn member_loop(
                             if timeline.measured(at) {
                                 tally.accepted += 1;
                                 tally.ack_latency.push(at - sent);
-                                tally.created_at.push(created_at);
+                                tally.created_at.extend(created_at);
                             }
                         }
                         Err(e) => {
@@ -327,7 +337,9 @@ async fn member_loop(
                                 && p.sender != member.index
                             {
                                 let sent = timeline.base + Duration::from_micros(p.sent_us);
-                                tally.delivery_latency.push(at.saturating_duration_since(sent));
+                                tally
+                                    .delivery_latency
+                                    .push(at.saturating_duration_since(sent));
                             }
                         }
                     } else if event.name == UNREAD_UPDATED && timeline.measured(at) {
@@ -379,10 +391,10 @@ pub async fn run(server: &ServerOptions, args: &FanoutArgs, size: u32) -> Result
         "loadgen: server pid {} on {} ({}), conversations of {size}",
         process.pid,
         process.addr,
-        server.backend.as_str()
+        server.label()
     );
     let redis = server.backend == crate::server::Backend::Redis;
-    let result = run_against(&process, args, size, redis).await;
+    let result = run_against(&process, server.target, args, size, redis).await;
     process.stop().await;
     let mut result = result?;
     result.backend = server.backend.as_str().to_string();
@@ -391,12 +403,12 @@ pub async fn run(server: &ServerOptions, args: &FanoutArgs, size: u32) -> Result
 
 async fn run_against(
     server: &ServerProcess,
+    target: Target,
     args: &FanoutArgs,
     size: u32,
     redis: bool,
 ) -> Result<FanoutResult> {
     let setup_started = Instant::now();
-    let url = endpoint(&server.ws_base());
     let users = args.conversations * size;
     let setup = args.setup_concurrency as usize;
     let senders = args.senders.min(size);
@@ -404,7 +416,7 @@ async fn run_against(
     // Everyone connects first (the dev handshake creates the users).
     let mut clients: Vec<(u32, SioClient)> = futures::stream::iter(0..users)
         .map(|n| {
-            let url = url.clone();
+            let url = server.url_for(n);
             async move {
                 SioClient::connect(&url, &dev_auth(n), Duration::from_secs(15))
                     .await
@@ -423,7 +435,10 @@ async fn run_against(
     for _ in 0..args.conversations {
         by_conversation.push(it.by_ref().take(size as usize).collect());
     }
-    let created: Vec<(String, Vec<(u32, SioClient)>)> = futures::stream::iter(by_conversation)
+    let created: Vec<(String, Vec<(u32, SioClient)>)> = if target != Target::Switchboard {
+        join_rooms(by_conversation, setup).await?
+    } else {
+        futures::stream::iter(by_conversation)
         .map(|mut members| async move {
             let others: Vec<String> = members[1..]
                 .iter()
@@ -445,7 +460,8 @@ async fn run_against(
         .buffer_unordered(setup)
         .try_collect()
         .await
-        .context("creating the conversations")?;
+        .context("creating the conversations")?
+    };
     let setup_secs = setup_started.elapsed().as_secs_f64();
     eprintln!(
         "loadgen: {users} members in {} conversations of {size}, set up in {setup_secs:.1} s",
@@ -470,6 +486,7 @@ async fn run_against(
                 index,
                 conversation_id: conversation_id.clone(),
                 window: if (i as u32) < senders { args.window } else { 0 },
+                target,
             };
             tasks.push(tokio::spawn(member_loop(
                 client,
@@ -480,7 +497,7 @@ async fn run_against(
         }
     }
 
-    let usage = procfs::measure_window(server.pid, redis, measure_from, measure_to).await?;
+    let usage = procfs::measure_window(&server.pids, redis, measure_from, measure_to).await?;
 
     let mut tally = Tally::default();
     for task in tasks {
@@ -538,6 +555,29 @@ async fn run_against(
     Ok(result)
 }
 
+/// The baselines' conversations: room `lg-room-<first member>`, which every member's
+/// socket joins.
+async fn join_rooms(
+    by_conversation: Vec<Vec<(u32, SioClient)>>,
+    setup: usize,
+) -> Result<Vec<(String, Vec<(u32, SioClient)>)>> {
+    futures::stream::iter(by_conversation)
+        .map(|mut members| async move {
+            let room = format!("lg-room-{}", members[0].0);
+            for (_, client) in &mut members {
+                let ack = request(client, "join", json!({ "room": room }), 1).await?;
+                if ack.get("success").and_then(Value::as_bool) != Some(true) {
+                    bail!("join answered {ack}");
+                }
+            }
+            anyhow::Ok((room, members))
+        })
+        .buffer_unordered(setup)
+        .try_collect()
+        .await
+        .context("joining the rooms")
+}
+
 /// Messages per group commit, keyed by the commit's `createdAt`.
 fn batch_sizes(created_at: &[i64]) -> HashMap<i64, u64> {
     let mut sizes: HashMap<i64, u64> = HashMap::new();
@@ -577,7 +617,15 @@ mod tests {
     fn send_acks_and_batches() {
         assert_eq!(
             parse_send_ack(r#"[{"success":true,"message":{"id":"m","createdAt":5}}]"#),
-            Ok(5)
+            Ok(Some(5))
+        );
+        assert_eq!(parse_send_ack(r#"[{"success":true}]"#), Ok(None));
+        let (name, payload) = send_request(Target::Node, "r1", "hi".into());
+        assert_eq!(name, "broadcast");
+        assert_eq!(payload, json!({ "room": "r1", "content": "hi" }));
+        assert_eq!(
+            send_request(Target::Switchboard, "c1", "hi".into()).0,
+            "message:send"
         );
         assert!(
             parse_send_ack(r#"[{"success":false,"error":{"code":"RATE_LIMITED"}}]"#)

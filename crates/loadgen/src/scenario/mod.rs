@@ -1,8 +1,10 @@
 //! Scenarios and the pieces they share: simulated users and what they receive.
 
+pub mod ack;
 pub mod calls;
 pub mod churn;
 pub mod fanout;
+pub mod idle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
