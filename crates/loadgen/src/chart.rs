@@ -51,13 +51,12 @@ fn max_of(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max)
 }
 
+/// One server's latency curve: its name and `(offered rate, p50 ms, p99 ms)` points.
+pub type LatencyCurve = (String, Vec<(f64, f64, f64)>);
+
 /// Latency (p50 dashed-looking thin line, p99 thick) against offered load, one colour per
 /// server. `curves`: `(server, [(rate, p50 ms, p99 ms)])`.
-pub fn latency_vs_load(
-    path: &Path,
-    title: &str,
-    curves: &[(String, Vec<(f64, f64, f64)>)],
-) -> Result<()> {
+pub fn latency_vs_load(path: &Path, title: &str, curves: &[LatencyCurve]) -> Result<()> {
     ensure_font()?;
     let x_max = max_of(curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.0))) * 1.05;
     let y_max = max_of(curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.2))).max(0.1) * 1.1;
