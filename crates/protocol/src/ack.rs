@@ -52,8 +52,8 @@ wire_enum! {
         Internal = "INTERNAL",
         /// `call:initiate` in a conversation that already has a live call (§7).
         CallAlreadyActive = "CALL_ALREADY_ACTIVE",
-        /// `call:join` of a peer-to-peer call that already has two participants, while
-        /// the move to the SFU (§7, `call:mode-changed`) is not available.
+        /// `call:join` the call cannot take: the move to the SFU (§7) is impossible because
+        /// a guest takes part, or a guest joins a call that needs or is on the SFU.
         CallFull = "CALL_FULL",
     }
 }
@@ -94,7 +94,7 @@ impl ErrorCode {
             Self::Unavailable => "service unavailable, try again",
             Self::Internal => "internal error",
             Self::CallAlreadyActive => "a call is already active in this conversation",
-            Self::CallFull => "this call already has two participants",
+            Self::CallFull => "this call cannot take another participant",
         }
     }
 

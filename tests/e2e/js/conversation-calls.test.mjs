@@ -4,7 +4,8 @@
 // two participants sit on different instances so that signalling, joins, toggles and the
 // end cross instances. Also: CALL_ALREADY_ACTIVE and force-leave, the no-join timeout, the
 // reconnect window, guests from tokens with a conversationId claim, TURN credentials per
-// recipient, the refused third participant (CALL_FULL) and the call history.
+// recipient, the call history, and the move to an SFU room when a third participant joins
+// (call:mode-changed; the room is joined with joinRoom; the call's end ends it).
 // The Redis suite is skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
@@ -174,9 +175,6 @@ for (const backend of BACKENDS) describe(`conversation calls (${backend.label})`
     checkIce(bobHears.iceServers, ids.bob);
     const bobRecord = annHears.participant.id;
 
-    // A third participant is refused while the SFU is not available.
-    await failedWithCallError(cat, 'call:join', { callId }, 'CALL_FULL', callId);
-
     // Offer / answer / ICE, across instances on Redis; `from` is the real sender.
     ok(await ack(ann, 'call:signal', { callId, signal: { type: 'offer', from: 'someone-else', to: ids.bob, sdp: { type: 'offer', sdp: 'v=0\r\n' } } }), 'offer');
     const offer = await waitForEvent(bob, 'call:signal', { predicate: forCall(callId) });
@@ -227,6 +225,54 @@ for (const backend of BACKENDS) describe(`conversation calls (${backend.label})`
     assert.ok(bobRow.leftAt >= bobRow.joinedAt);
     assert.equal(bobRow.isAudioEnabled, false);
     assert.ok(call.connectedAt, 'connectedAt recorded');
+  }));
+
+  test('a third participant moves the call to an SFU room; joinRoom; the call ending ends the room', T, withStderr(srv, async () => {
+    const { ids, ann, bob, cat, conv } = await team();
+    const callId = ok(await ack(ann, 'call:initiate', { conversationId: conv, type: 'audio' }), 'call:initiate').callId;
+    ok(await ack(bob, 'call:join', { callId }), 'bob joins');
+    const third = ok(await ack(cat, 'call:join', { callId }), 'cat joins');
+    assert.equal(third.call.mode, 'sfu');
+    const roomId = third.call.roomId;
+    assert.equal(typeof roomId, 'string');
+    for (const s of [ann, bob, cat]) {
+      const changed = await waitForEvent(s, 'call:mode-changed', { predicate: forCall(callId) });
+      assert.deepEqual(changed, { callId, mode: 'sfu', roomId });
+    }
+    assert.equal((await waitForEvent(ann, 'call:participant-joined', { predicate: (d) => d?.participant?.userId === ids.cat })).mode, 'sfu');
+
+    // The room: private to the conversation's members, hosted by the initiator; call
+    // participants join it (bob from the other instance on Redis) although in the call.
+    const catRoom = ok(await ack(cat, 'joinRoom', { roomId }), 'cat joinRoom').room;
+    assert.equal(catRoom.hostId, ids.ann);
+    assert.equal(catRoom.isPrivate, true);
+    ok(await ack(bob, 'joinRoom', { roomId }), 'bob joinRoom');
+    ok(await ack(ann, 'joinRoom', { roomId }), 'the host joins from her socket');
+    await waitForEvent(ann, 'userJoined', { predicate: (d) => d?.userId === ids.bob });
+    const stranger = await user(b, randomId('zed'));
+    failed(await ack(stranger, 'joinRoom', { roomId }), 'FORBIDDEN', 'a non-member joinRoom');
+
+    // Back to two: still on the SFU, and no second room.
+    ok(await ack(cat, 'call:leave', { callId }), 'cat leaves the call');
+    await waitForEvent(ann, 'call:participant-left', { predicate: forCall(callId) });
+    const back = ok(await ack(cat, 'call:join', { callId }), 'cat back');
+    assert.equal(back.call.mode, 'sfu');
+    assert.equal(back.call.roomId, roomId);
+    ok(await ack(cat, 'call:leave', { callId }), 'cat leaves again');
+    await expectNone(ann, 'call:mode-changed', (d) => d?.callId === callId && d.roomId !== roomId, 200);
+    assert.equal(eventsOf(bob, 'call:mode-changed', forCall(callId)).length, 1, 'one switch');
+
+    // The call ends with its last participant, and its room with it.
+    ok(await ack(bob, 'call:leave', { callId }), 'bob leaves');
+    ok(await ack(ann, 'call:leave', { callId }), 'ann leaves');
+    await waitForEvent(ann, 'call:ended', { predicate: forCall(callId) });
+    for (const s of [ann, bob]) {
+      const ended = await waitForEvent(s, 'callEnded', { predicate: (d) => d?.roomId === roomId });
+      assert.equal(ended.reason, 'call_ended');
+    }
+    failed(await ack(cat, 'joinRoom', { roomId }), 'CONFLICT', 'the ended room');
+    // Everyone is free for the next call.
+    ok(await ack(cat, 'call:initiate', { conversationId: conv, type: 'audio' }), 'a new call');
   }));
 
   test('one live call per conversation; force-leave ends it; guests and bad payloads', T, withStderr(srv, async () => {
