@@ -39,6 +39,9 @@ fn ensure_font() -> Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
+/// One server's latency curve: its name and `(offered rate, p50 ms, p99 ms)` points.
+pub type LatencyCurve = (String, Vec<(f64, f64, f64)>);
+
 const COLORS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
@@ -53,11 +56,7 @@ fn max_of(values: impl Iterator<Item = f64>) -> f64 {
 
 /// Latency (p50 dashed-looking thin line, p99 thick) against offered load, one colour per
 /// server. `curves`: `(server, [(rate, p50 ms, p99 ms)])`.
-pub fn latency_vs_load(
-    path: &Path,
-    title: &str,
-    curves: &[(String, Vec<(f64, f64, f64)>)],
-) -> Result<()> {
+pub fn latency_vs_load(path: &Path, title: &str, curves: &[LatencyCurve]) -> Result<()> {
     ensure_font()?;
     let x_max = max_of(curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.0))) * 1.05;
     let y_max = max_of(curves.iter().flat_map(|(_, p)| p.iter().map(|p| p.2))).max(0.1) * 1.1;

@@ -856,10 +856,7 @@ pub fn render(results: &SuiteResults, charts: &[(String, String)]) -> String {
 }
 
 /// Charts data: for each setup of `ack` on `backend`, `(rate, median p50, median p99)`.
-pub fn latency_curves(
-    results: &SuiteResults,
-    backend: Backend,
-) -> Vec<(String, Vec<(f64, f64, f64)>)> {
+pub fn latency_curves(results: &SuiteResults, backend: Backend) -> Vec<chart::LatencyCurve> {
     let mut out = Vec::new();
     for setup in setups(results, "ack")
         .into_iter()
