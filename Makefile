@@ -1,8 +1,9 @@
 # Switchboard developer and CI entry points.
 #
-#   make run    build the release binary (and web/, once it exists) and serve in dev mode on 127.0.0.1:3000
-#   make test   cargo test --workspace, then the end-to-end suites (JS + Python)
+#   make run    build web/ and the release binary, and serve both in dev mode on 127.0.0.1:3000
+#   make test   cargo test --workspace, then the end-to-end suites (JS, Python, browser)
 #   make e2e    only the end-to-end suites (builds the debug binary first)
+#   make e2e-web  only the browser tests (web/ in Debian chromium, via playwright-core)
 #   make lint   cargo fmt --check + cargo clippy -D warnings
 #   make bench  side-by-side benchmark suite (release builds, Node baseline deps) → docs/benchmarks.md
 #               (BENCH_PROFILE=full for the long one; BENCH_ARGS for more `loadgen suite` flags)
@@ -29,10 +30,10 @@ PY_STAMP := $(VENV)/.e2e-requirements.stamp
 SWITCHBOARD_BIN ?= $(CURDIR)/target/debug/switchboard
 export SWITCHBOARD_BIN
 
-.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py lint fmt-check clippy clean-e2e bench bench-deps
+.PHONY: help run web build build-release test test-rust e2e e2e-deps e2e-js e2e-py e2e-web lint fmt-check clippy clean-e2e bench bench-deps
 
 help:
-	@echo "targets: run | test | e2e | e2e-js | e2e-py | lint | build | build-release | web | clean-e2e | bench"
+	@echo "targets: run | test | e2e | e2e-js | e2e-py | e2e-web | lint | build | build-release | web | clean-e2e | bench"
 
 # ---------------------------------------------------------------------------
 # Running
@@ -40,14 +41,16 @@ help:
 run: web build-release
 	./target/release/switchboard serve --dev --bind $(RUN_BIND)
 
-# Hook for the web client build. Does nothing while web/ is absent.
-web:
-	@if [ -f web/package.json ]; then \
-		echo "==> building web/"; \
-		cd web && { [ -d node_modules ] || $(NPM) ci; } && $(NPM) run build; \
-	else \
-		echo "==> web/: nothing to build"; \
-	fi
+# The browser client: web/dist, which `switchboard serve` serves at / (web.static_dir).
+WEB_STAMP := web/node_modules/.package-lock.json
+
+web: $(WEB_STAMP)
+	@echo "==> building web/"
+	cd web && $(NPM) run build
+
+$(WEB_STAMP): web/package-lock.json web/package.json
+	cd web && $(NPM) ci --no-audit --no-fund
+	@touch $@
 
 build:
 	$(CARGO) build -p switchboard-server
@@ -72,6 +75,7 @@ e2e: build e2e-deps
 	@status=0; \
 	$(MAKE) --no-print-directory e2e-js || status=1; \
 	$(MAKE) --no-print-directory e2e-py || status=1; \
+	$(MAKE) --no-print-directory e2e-web || status=1; \
 	exit $$status
 
 e2e-deps: $(JS_STAMP) $(PY_STAMP)
@@ -93,6 +97,11 @@ e2e-js: $(JS_STAMP)
 e2e-py: $(PY_STAMP)
 	@echo "==> e2e (Python, pytest) against $(SWITCHBOARD_BIN)"
 	$(VENV)/bin/python -m pytest $(PY_DIR)
+
+# Browser tests: needs the debug binary (e2e builds it) and Debian chromium (CHROMIUM_PATH).
+e2e-web: web
+	@echo "==> e2e (browser, playwright-core + chromium) against $(SWITCHBOARD_BIN)"
+	cd web && $(NODE) --test --test-reporter=spec tests/
 
 clean-e2e:
 	rm -rf $(JS_DIR)/node_modules $(VENV)

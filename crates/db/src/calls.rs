@@ -293,12 +293,22 @@ impl Db {
     /// Records a join (a user, or a guest by anonymous id). The user gets the call in their
     /// history. [`DbError::NotFound`] for an unknown call, [`DbError::Conflict`] if it ended.
     pub async fn add_call_participant(&self, p: &NewCallParticipant) -> Result<CallParticipant> {
+        self.add_call_participant_with_id(&new_id(), p).await
+    }
+
+    /// [`Db::add_call_participant`] under an id the caller chose (the live call state names
+    /// the participant record before the row is written). [`DbError::Conflict`] if taken.
+    pub async fn add_call_participant_with_id(
+        &self,
+        id: &str,
+        p: &NewCallParticipant,
+    ) -> Result<CallParticipant> {
         if p.user_id.is_some() == p.anonymous_id.is_some() {
             return Err(DbError::Other(
                 "a participant has exactly one of user_id and anonymous_id".into(),
             ));
         }
-        let id = new_id();
+        let id = id.to_string();
         on_pool!(self, write, |pool| {
             let mut tx = pool.begin().await?;
             let call: Option<(String, i64)> =

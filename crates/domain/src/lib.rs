@@ -11,6 +11,8 @@
 //!   timeout), seed 002's `CallManager` as pure transitions.
 //! - [`chat`]: chat rules: membership and management, content, deletion visibility,
 //!   unread recipients, typing.
+//! - [`conversation_calls`]: conversation calls (seed 004): initiated → ringing → active →
+//!   ended, reconnection, zombies, ICE-based connection, TURN REST credentials.
 //! - [`devices`]: device sessions: connect, replacement, disconnect, the device cap.
 //! - [`presence`]: derived status (OFFLINE → ONLINE ⇄ IN-CALL) and what friends are told.
 //! - [`rooms`]: rooms (seed 002's `RoomManager`): join/leave/end, invitations, host grace,
@@ -19,6 +21,7 @@
 
 pub mod calls;
 pub mod chat;
+pub mod conversation_calls;
 pub mod devices;
 pub mod error;
 pub mod limits;

@@ -578,6 +578,14 @@ pub fn end(
     Ok(record)
 }
 
+/// The conversation call (§7) that moved to this room ended, so the room ends with it
+/// (ended by the server, reason `call_ended`), whoever is still in it.
+pub fn end_with_call(record: Option<RoomRecord>, now: Millis) -> Result<RoomRecord, DomainError> {
+    let mut record = live(record)?;
+    record.end(ENDED_BY_SERVER, "call_ended", None, now);
+    Ok(record)
+}
+
 /// A participant's socket dropped: they stay, reconnecting, for the reconnect window. A
 /// group host's drop also starts the grace period. Only the socket taking part counts (the
 /// user's other devices dropping change nothing); `None` means the user is gone whatever

@@ -52,6 +52,9 @@ wire_enum! {
         Internal = "INTERNAL",
         /// `call:initiate` in a conversation that already has a live call (§7).
         CallAlreadyActive = "CALL_ALREADY_ACTIVE",
+        /// `call:join` of a peer-to-peer call that already has two participants, while
+        /// the move to the SFU (§7, `call:mode-changed`) is not available.
+        CallFull = "CALL_FULL",
     }
 }
 
@@ -63,7 +66,11 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::Conflict | Self::Busy | Self::Offline | Self::CallAlreadyActive => 409,
+            Self::Conflict
+            | Self::Busy
+            | Self::Offline
+            | Self::CallAlreadyActive
+            | Self::CallFull => 409,
             Self::TooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
@@ -87,6 +94,7 @@ impl ErrorCode {
             Self::Unavailable => "service unavailable, try again",
             Self::Internal => "internal error",
             Self::CallAlreadyActive => "a call is already active in this conversation",
+            Self::CallFull => "this call already has two participants",
         }
     }
 
@@ -423,6 +431,7 @@ mod tests {
             (Unavailable, 503),
             (Internal, 500),
             (CallAlreadyActive, 409),
+            (CallFull, 409),
         ];
         assert_eq!(expected.len(), ErrorCode::ALL.len());
         for (code, status) in expected {

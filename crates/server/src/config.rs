@@ -55,8 +55,10 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     pub notifications: NotificationSettings,
     pub rooms: RoomSettings,
+    pub ice: IceSettings,
     pub limits: Limits,
     pub log: LogSettings,
+    pub web: WebSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -332,6 +334,32 @@ impl Default for RoomSettings {
     }
 }
 
+/// The `iceServers` handed to conversation-call participants (protocol §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IceSettings {
+    /// STUN URLs, e.g. `stun:stun.example.org:3478`; empty sends none.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs (`turn:` / `turns:`); sent only when `turn_secret` is set.
+    pub turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`): each participant gets
+    /// TURN REST credentials of their own signed with it.
+    pub turn_secret: Secret,
+    /// How long TURN credentials stay valid.
+    pub turn_credential_ttl_secs: u64,
+}
+
+impl Default for IceSettings {
+    fn default() -> Self {
+        Self {
+            stun_urls: vec!["stun:stun.l.google.com:19302".into()],
+            turn_urls: Vec::new(),
+            turn_secret: Secret::default(),
+            turn_credential_ttl_secs: 86_400,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LogSettings {
@@ -346,6 +374,23 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: "text".into(),
+        }
+    }
+}
+
+/// The browser client (`web/`), served at `/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSettings {
+    /// The built client (`web/dist`, relative to the working directory). Empty turns it off;
+    /// a directory without `index.html` is skipped with a warning at start-up.
+    pub static_dir: PathBuf,
+}
+
+impl Default for WebSettings {
+    fn default() -> Self {
+        Self {
+            static_dir: PathBuf::from("web/dist"),
         }
     }
 }

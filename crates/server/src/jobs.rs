@@ -115,6 +115,11 @@ async fn reaper(app: SharedApp, stop: CancellationToken) {
                     if let Err(error) = crate::services::rooms::user_gone(&app, user_id).await {
                         tracing::warn!(%user_id, %error, "could not mark the room participant reconnecting");
                     }
+                    if let Err(error) =
+                        crate::services::conversation_calls::user_gone(&app, user_id).await
+                    {
+                        tracing::warn!(%user_id, %error, "could not mark the call participant reconnecting");
+                    }
                 }
             }
             Err(error) => tracing::debug!(%error, "presence sweep failed"),

@@ -195,6 +195,9 @@ impl Application {
         if let Err(error) = sessions::schedule_sweep(&app).await {
             tracing::warn!(%error, "could not schedule the session sweep");
         }
+        if let Err(error) = crate::services::conversation_calls::schedule_sweep(&app).await {
+            tracing::warn!(%error, "could not schedule the zombie call sweep");
+        }
         let mut jobs = jobs::spawn_all(app.clone(), stop_jobs.clone());
         if let Some(driver) = adapter_driver {
             jobs.spawn(driver.keepalive(stop_jobs.clone()));
@@ -269,6 +272,7 @@ fn register_builtin_timers(app: &SharedApp) {
         Arc::new(|app, timer| Box::pin(async move { typing::expired(&app, &timer).await })),
     );
     crate::services::rooms::register_timers(app);
+    crate::services::conversation_calls::register_timers(app);
 }
 
 fn compose<A: Adapter>(app: SharedApp, layer: SocketIoLayer<A>) -> Router {

@@ -18,6 +18,7 @@
 //! | `{call:<callId>}` | one call's records |
 //! | `{r:<roomId>}` | one room's record (§6) |
 //! | `{rooms}` | the index of live rooms |
+//! | `{convcalls}` | the index of live conversation calls (§7) |
 //! | `{timers}` | the four keys of the deadline queue (one Lua script touches all of them) |
 //! | `{presence}` | all presence keys: per-user devices and metadata, and the global online index |
 //!
@@ -74,6 +75,18 @@ pub fn room(room_id: &str) -> String {
     format!("room:{}", r(room_id))
 }
 
+/// A conversation call (protocol §7): the wire session, who attends from which device,
+/// relayed ICE directions, how it ended. No TTL while live; kept for an hour once ended.
+pub fn conversation_call(call_id: &str) -> String {
+    format!("convcall:{}", call(call_id))
+}
+
+/// The live call of a conversation, `{callId}`: claimed with compare-and-set, so a
+/// conversation has at most one live call across instances (`CALL_ALREADY_ACTIVE`).
+pub fn conversation_live_call(conversation_id: &str) -> String {
+    format!("convcall:{}:live", c(conversation_id))
+}
+
 /// One device's session (seed 001: `session:{userId}:{deviceId}`, TTL 1 h).
 pub fn session(user_id: &str, device_id: &str) -> String {
     format!("session:{}:{device_id}", u(user_id))
@@ -89,6 +102,16 @@ pub fn user_calls(user_id: &str) -> String {
 /// The ids of every live room (for `getRooms`, `roomListUpdated`, `GET /api/rooms`).
 pub fn live_rooms() -> String {
     "rooms:{rooms}:live".to_string()
+}
+
+/// The conversation calls a user (or guest) attends, so that a disconnect finds them.
+pub fn user_conversation_calls(user_id: &str) -> String {
+    format!("user:{}:convcalls", u(user_id))
+}
+
+/// The ids of every live conversation call, for the zombie sweep.
+pub fn live_conversation_calls() -> String {
+    "convcalls:{convcalls}:live".to_string()
 }
 
 /// The device ids with a session (seed 001: `sessions:{userId}`).
@@ -227,6 +250,7 @@ mod tests {
             security_log("42"),
             current_call("42"),
             deleted_conversations("42"),
+            user_conversation_calls("42"),
         ]
         .map(|k| hash_tag(&k).to_owned());
         assert!(tags.iter().all(|t| t == "u:42"), "{tags:?}");
@@ -256,6 +280,9 @@ mod tests {
         assert_eq!(hash_tag(&messages("c1")), "c:c1");
         assert_eq!(hash_tag(&room("r1")), "r:r1");
         assert_eq!(hash_tag(&live_rooms()), "rooms");
+        assert_eq!(hash_tag(&conversation_call("k1")), "call:k1");
+        assert_eq!(hash_tag(&conversation_live_call("c1")), "c:c1");
+        assert_eq!(hash_tag(&live_conversation_calls()), "convcalls");
         assert_eq!(hash_tag(&recent_json(&messages("c1"))), "c:c1");
     }
 }

@@ -15,6 +15,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::{SendError, SocketError};
 use switchboard_domain::limits::Limits;
+use switchboard_protocol::conversation_calls::CallError;
+use switchboard_protocol::events;
 use tracing::Instrument;
 
 use super::SocketSession;
@@ -60,6 +62,39 @@ where
     F: Fn(Ctx, P) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = AppResult<R>> + Send + 'static,
 {
+    register(app, socket, event, handler, false)
+}
+
+/// [`on`] for the `call:*` events of protocol §7: a failure is also emitted to the sender
+/// as `call:error {code, message, callId?}` (seed 004), `callId` taken from the payload.
+pub fn on_call<A, P, R, F, Fut>(
+    app: &SharedApp,
+    socket: &SocketRef<A>,
+    event: &'static str,
+    handler: F,
+) where
+    A: Adapter,
+    P: DeserializeOwned + Validate + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Ctx, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = AppResult<R>> + Send + 'static,
+{
+    register(app, socket, event, handler, true)
+}
+
+fn register<A, P, R, F, Fut>(
+    app: &SharedApp,
+    socket: &SocketRef<A>,
+    event: &'static str,
+    handler: F,
+    call_errors: bool,
+) where
+    A: Adapter,
+    P: DeserializeOwned + Validate + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Ctx, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = AppResult<R>> + Send + 'static,
+{
     let app = app.clone();
     socket.on(event, move |socket: SocketRef<A>, TryData(raw): TryData<serde_json::Value>, ack: AckSender<A>| {
         let app = app.clone();
@@ -69,7 +104,9 @@ where
             let span = tracing::info_span!("event", event, user_id = %session.identity.user_id, socket_id = %socket.id);
             async move {
                 let started = Instant::now();
-                let result = match parse::<P>(raw.ok(), &app.settings.limits) {
+                let raw = raw.ok();
+                let call_id = call_errors.then(|| call_id_of(raw.as_ref(), &app.settings.limits)).flatten();
+                let result = match parse::<P>(raw, &app.settings.limits) {
                     Ok(payload) => handler(Ctx { app: app.clone(), session }, payload).await,
                     Err(error) => Err(error),
                 };
@@ -82,7 +119,12 @@ where
                             tracing::debug!(%error, "event refused");
                         }
                         let code = error.code().as_str();
-                        (serde_json::to_value(error.to_ack()).unwrap_or_default(), code)
+                        let ack = error.to_ack();
+                        if call_errors {
+                            let report = CallError::from_ack(&ack, call_id);
+                            emit(&app, &socket, events::CALL_ERROR, &report);
+                        }
+                        (serde_json::to_value(ack).unwrap_or_default(), code)
                     }
                 };
                 app.metrics.count_event(event, outcome, started.elapsed().as_secs_f64());
@@ -94,6 +136,13 @@ where
             .await
         }
     });
+}
+
+/// The `callId` of a `call:*` payload, when it has a valid one (for `call:error`).
+fn call_id_of(raw: Option<&serde_json::Value>, limits: &Limits) -> Option<String> {
+    let id = raw?.get("callId")?.as_str()?;
+    limits.check_id("callId", id).ok()?;
+    Some(id.to_string())
 }
 
 /// Emits to one socket; a socket whose buffer is full is a slow consumer and is dropped.

@@ -26,6 +26,7 @@ pub fn install<A: Adapter>(app: &SharedApp, socket: &SocketRef<A>) {
     super::chat::install(app, socket);
     super::calls::install(app, socket);
     super::room_events::install(app, socket);
+    super::conversation_calls::install(app, socket);
 }
 
 impl Validate for SetPresenceStatus {

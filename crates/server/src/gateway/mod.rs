@@ -6,6 +6,7 @@
 
 mod calls;
 mod chat;
+mod conversation_calls;
 mod dispatch;
 mod handlers;
 // `rooms` already names the Socket.IO room names (`outbox::rooms`) here.
@@ -229,6 +230,13 @@ async fn disconnected<A: Adapter>(app: SharedApp, socket: SocketRef<A>, reason: 
         crate::services::rooms::socket_dropped(&app, user_id, &socket.id.to_string()).await
     {
         tracing::warn!(%user_id, %error, "could not mark the room participant reconnecting");
+    }
+    // A conversation-call participant attending from this socket is reconnecting (§7).
+    if let Err(error) =
+        crate::services::conversation_calls::socket_dropped(&app, user_id, &socket.id.to_string())
+            .await
+    {
+        tracing::warn!(%user_id, %error, "could not mark the call participant reconnecting");
     }
     tracing::info!(%user_id, device_id = %session.device_id, socket_id = %socket.id, ?reason, "disconnected");
 }

@@ -6,6 +6,7 @@ mod calls;
 mod notifications;
 mod ops;
 mod rooms;
+pub mod web;
 
 use axum::Router;
 use axum::routing::{delete, get};
@@ -13,7 +14,8 @@ use axum::routing::{delete, get};
 use crate::app::SharedApp;
 
 pub fn router(app: SharedApp) -> Router {
-    Router::new()
+    let client = web::WebClient::from_settings(&app.settings.web);
+    let api = Router::new()
         .route("/health", get(ops::health))
         .route("/redis/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
@@ -55,6 +57,9 @@ pub fn router(app: SharedApp) -> Router {
             "/api/notifications/dead-letters/{id}",
             delete(notifications::delete_dead_letter),
         )
-        .fallback(ops::not_found)
-        .with_state(app)
+        .with_state(app);
+    match client {
+        Some(client) => api.fallback(move |request| async move { client.serve(request).await }),
+        None => api.fallback(ops::not_found),
+    }
 }

@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use switchboard_domain::DomainError;
 use switchboard_domain::Millis;
+use switchboard_domain::conversation_calls::CallRecord;
 use switchboard_domain::rooms::RoomRecord;
 use switchboard_store::{Transition, UpdateError, keys, update_record};
 
@@ -29,6 +30,8 @@ pub enum Engagement {
     Ringing { call_id: String },
     /// A room (§6), including the direct room of an accepted call.
     InRoom { room_id: String },
+    /// A conversation call (§7).
+    InConversationCall { call_id: String },
 }
 
 /// The stored slot.
@@ -40,8 +43,8 @@ struct Slot {
     since: Millis,
 }
 
-/// A room claim whose user is not (yet) a participant counts as live this long: the time
-/// between claiming the slot and the room write that adds the user.
+/// A room or conversation-call claim whose user is not (yet) a participant counts as live
+/// this long: the time between claiming the slot and the write that adds the user.
 const ROOM_CLAIM_GRACE_MS: Millis = 10_000;
 
 /// Ring states after which the ring no longer engages anyone (the accepted state is left out:
@@ -88,6 +91,20 @@ async fn is_live(app: &App, user_id: &str, slot: &Slot) -> AppResult<bool> {
                 return Ok(false);
             }
             Ok(record.is_participant(user_id) || app.now() - slot.since < ROOM_CLAIM_GRACE_MS)
+        }
+        Engagement::InConversationCall { call_id } => {
+            let within_grace = app.now() - slot.since < ROOM_CLAIM_GRACE_MS;
+            // The slot is claimed just before the call's record is written or joined.
+            let Some(v) = app.store.get(&keys::conversation_call(call_id)).await? else {
+                return Ok(within_grace);
+            };
+            let Ok(record) = serde_json::from_str::<CallRecord>(&v.value) else {
+                return Ok(false);
+            };
+            if record.is_ended() {
+                return Ok(false);
+            }
+            Ok(record.attendee(user_id).is_some() || within_grace)
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod call_state;
 pub mod calls;
+pub mod conversation_calls;
 pub mod conversations;
 pub mod friends;
 pub mod messages;

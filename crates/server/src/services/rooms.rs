@@ -37,7 +37,7 @@ use crate::error::{AppError, AppResult};
 use crate::outbox::rooms;
 use crate::services::call_state::{self, Engagement};
 use crate::services::notifications::{self, NewNotice, Priority};
-use crate::services::{presence, rate_limit, users};
+use crate::services::{conversation_calls, presence, rate_limit, users};
 
 /// The deadline-queue kind of a participant's reconnect window.
 pub const RECONNECT_TIMER: &str = "room_reconnect";
@@ -220,6 +220,14 @@ async fn claim(app: &App, user_id: &str, room_id: &str) -> AppResult<()> {
     };
     match call_state::engage(app, user_id, e).await? {
         Ok(()) => Ok(()),
+        // A participant of a conversation call that moved to this room (§7): the call's
+        // claim covers the room, and stays the slot's holder.
+        Err(Engagement::InConversationCall { call_id })
+            if conversation_calls::attends_call_in_room(app, &call_id, user_id, room_id)
+                .await? =>
+        {
+            Ok(())
+        }
         Err(_) => Err(DomainError::Busy("you are already in a call or room".into()).into()),
     }
 }
@@ -655,6 +663,66 @@ pub async fn create(app: &App, host: &Party, req: CreateRoom) -> AppResult<Room>
     }
     broadcast_list(app, &record).await;
     Ok(record.room)
+}
+
+/// The SFU room of a conversation call that got its third participant (§7): a private
+/// group room with the given id, hosted by `host` (taking part at once, from the device
+/// they attend the call with, under the call's claim of their slot), open to `members`
+/// (the conversation's members). Nobody gets `incomingCall`: the call's participants learn
+/// the room from `call:mode-changed`, and members may join it as invitees for as long as it
+/// lasts (no invitation expiry). History: a `room` session of its own.
+pub async fn open_for_call(
+    app: &App,
+    room_id: &str,
+    host: &Party,
+    room_name: String,
+    members: Vec<String>,
+) -> AppResult<Room> {
+    let now = app.now();
+    let mut fresh = domain::create(
+        NewRoom {
+            room_id: room_id.to_string(),
+            room_type: RoomType::Group,
+            room_name: Some(room_name),
+            target: None,
+            invited_user_ids: members,
+        },
+        &host.actor(),
+        now,
+    )?;
+    fresh.room.is_private = true;
+    fresh.invitations.clear();
+    let (record, ()) = transition(app, room_id, |cur| match cur {
+        None => Ok((fresh.clone(), ())),
+        Some(_) => Err(DomainError::Conflict("this call already has a room".into())),
+    })
+    .await?;
+    app.store
+        .index_add(&keys::live_rooms(), &[room_id.to_string()], None)
+        .await?;
+    attach(app, &host.user_id, &host.device_id, room_id).await;
+    history_start(app, &record, CallStatus::Active).await;
+    history_join(app, &record, &host.user_id, now).await;
+    broadcast_list(app, &record).await;
+    Ok(record.room)
+}
+
+/// The conversation call that moved to this room ended: the room ends too (once; a room
+/// over already is left alone).
+pub async fn end_with_call(app: &App, room_id: &str) -> AppResult<()> {
+    let now = app.now();
+    match transition(app, room_id, |cur| {
+        domain::end_with_call(cur, now).map(|r| (r, ()))
+    })
+    .await
+    {
+        Ok((record, ())) => {
+            finish(app, &record).await;
+            Ok(())
+        }
+        Err(AppError::Domain(DomainError::Conflict(_) | DomainError::NotFound(_))) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether a user enters by `joinRoom` or by `acceptCall`.
