@@ -72,6 +72,14 @@ async fn main() -> Result<()> {
     let builder = SocketIo::builder();
     let router = match std::env::var("REDIS_URL") {
         Ok(url) => {
+            // socketioxide-redis' driver takes pub/sub messages as RESP3 pushes.
+            let url = if url.contains("protocol=") {
+                url
+            } else if url.contains('?') {
+                format!("{url}&protocol=resp3")
+            } else {
+                format!("{}/?protocol=resp3", url.trim_end_matches('/'))
+            };
             let client = redis::Client::open(url).context("REDIS_URL")?;
             let prefix = std::env::var("REDIS_PREFIX").unwrap_or_else(|_| "bench-bare".into());
             let adapter = RedisAdapterCtr::new_with_redis_config(

@@ -39,6 +39,9 @@ fn ensure_font() -> Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
+/// One server's latency curve: its name and `(offered rate, p50 ms, p99 ms)` points.
+pub type LatencyCurve = (String, Vec<(f64, f64, f64)>);
+
 const COLORS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xd6, 0x27, 0x28),
@@ -50,9 +53,6 @@ const COLORS: [RGBColor; 5] = [
 fn max_of(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max)
 }
-
-/// One server's latency curve: its name and `(offered rate, p50 ms, p99 ms)` points.
-pub type LatencyCurve = (String, Vec<(f64, f64, f64)>);
 
 /// Latency (p50 dashed-looking thin line, p99 thick) against offered load, one colour per
 /// server. `curves`: `(server, [(rate, p50 ms, p99 ms)])`.

@@ -51,7 +51,12 @@ impl Machine {
             })
             .unwrap_or_else(|| "unknown".into());
         Self {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            // The machine's CPUs, not this process' affinity (the suite pins itself to one).
+            // SAFETY: sysconf has no preconditions.
+            cpus: usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) })
+                .ok()
+                .filter(|&n| n > 0)
+                .unwrap_or(1),
             cpu_model,
             date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
                 .unwrap_or_else(|| "unknown".into()),
