@@ -282,3 +282,71 @@ async def refusals(url: str):
 @pytest.mark.timeout(60)
 def test_only_participants_and_owners(media_server):
     asyncio.run(refusals(media_server.url))
+
+
+async def pause_follows_media_state(url: str):
+    alice = Peer(url, random_id("alice"))
+    bob = Peer(url, random_id("bob"))
+    await alice.connect()
+    await bob.connect()
+    try:
+        room_id = (await alice.ok("createRoom", {"roomType": "group"}))["room"]["roomId"]
+        await bob.ok("joinRoom", {"roomId": room_id})
+        audio = AudioStreamTrack()
+        await alice.load(room_id, [audio])
+        await alice.create_send()
+        mic = await alice.send_transport.produce(track=audio, stopTracks=False,
+                                                 appData={"source": "mic"})
+        await bob.wait_event("newProducer", where=lambda d: d["producerId"] == mic.id)
+
+        def alice_in(room):
+            return next(p for p in room["participants"] if p["userId"] == alice.user_id)
+
+        def media_updates():
+            return [d for e, d in bob.events
+                    if e == "participantMediaStateUpdated" and d["userId"] == alice.user_id]
+
+        # Pausing the mic mutes Alice for the room; pausing it again changes nothing.
+        await alice.ok("pauseProducer", {"roomId": room_id, "producerId": mic.id})
+        update = await bob.wait_event("participantMediaStateUpdated",
+                                      where=lambda d: d["userId"] == alice.user_id)
+        assert update["isMuted"] is True and update["isVideoEnabled"] is False
+        room = (await bob.ok("joinRoom", {"roomId": room_id}))["room"]
+        assert alice_in(room)["isMuted"] is True
+        await alice.ok("pauseProducer", {"roomId": room_id, "producerId": mic.id})
+
+        # Unmuting through mediaStateChanged resumes the mic for the others.
+        await alice.ok("mediaStateChanged",
+                       {"roomId": room_id, "isMuted": False, "isVideoEnabled": True})
+        await bob.wait_event("producerResumed", where=lambda d: d["producerId"] == mic.id)
+        await bob.wait_event("participantMediaStateUpdated",
+                             where=lambda d: d["userId"] == alice.user_id
+                             and d["isMuted"] is False)
+        # One update per change: the repeated pause and the resume it caused add none.
+        assert [u["isMuted"] for u in media_updates()] == [True, False]
+        room = (await bob.ok("joinRoom", {"roomId": room_id}))["room"]
+        assert alice_in(room)["isMuted"] is False
+
+        def announced(event):
+            return [d for e, d in bob.events if e == event and d["producerId"] == mic.id]
+
+        # An unchanged isMuted leaves the mic alone; muting pauses it.
+        await alice.ok("mediaStateChanged",
+                       {"roomId": room_id, "isMuted": False, "isVideoEnabled": False})
+        await alice.ok("mediaStateChanged",
+                       {"roomId": room_id, "isMuted": True, "isVideoEnabled": False})
+        deadline = time.monotonic() + TIMEOUT
+        while len(announced("producerPaused")) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(announced("producerPaused")) == 3  # two explicit, one from muting
+        assert len(announced("producerResumed")) == 1
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+@pytest.mark.timeout(60)
+def test_producer_pause_follows_media_state(media_server):
+    """pauseProducer on a mic mutes the participant for the room, and mediaStateChanged
+    resumes the mic producer, each announced once per change (docs/protocol.md §8)."""
+    asyncio.run(pause_follows_media_state(url=media_server.url))

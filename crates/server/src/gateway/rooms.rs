@@ -196,5 +196,13 @@ async fn media_state_changed(ctx: Ctx, p: MediaStateChanged) -> AppResult<Empty>
         p.is_video_enabled,
     )
     .await?;
+    crate::services::media::follow_media_state(
+        &ctx.app,
+        &who.user_id,
+        &p.room_id,
+        p.is_muted,
+        p.is_video_enabled,
+    )
+    .await;
     Ok(Empty {})
 }

@@ -19,7 +19,7 @@ use switchboard_domain::DomainError;
 use switchboard_domain::rooms::{self as domain, MediaIdChange, RoomRecord};
 use switchboard_media::{Media, MediaError, MediaEvent, parse_producer};
 use switchboard_protocol::events;
-use switchboard_protocol::sfu::MediaKind;
+use switchboard_protocol::sfu::{MediaKind, MediaSource};
 use switchboard_store::{Transition, UpdateError, keys, update_record};
 use tokio::sync::mpsc;
 
@@ -71,6 +71,35 @@ struct ProducerEntry {
     transport_id: String,
     kind: MediaKind,
     app_data: Value,
+    /// As last set by `pauseProducer` / `resumeProducer` or `mediaStateChanged`.
+    paused: bool,
+}
+
+/// The participant media flag a producer stands for (docs/protocol.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaFlag {
+    /// Paused = `isMuted`.
+    Mic,
+    /// Paused = `!isVideoEnabled`.
+    Camera,
+}
+
+impl ProducerEntry {
+    /// `appData.source` 'mic' / 'camera', or without a source the kind; screen shares and
+    /// other sources stand for no flag.
+    fn flag(&self) -> Option<MediaFlag> {
+        match self.app_data.get("source") {
+            None => Some(match self.kind {
+                MediaKind::Audio => MediaFlag::Mic,
+                MediaKind::Video => MediaFlag::Camera,
+            }),
+            Some(source) => match source.as_str()?.parse::<MediaSource>().ok()? {
+                MediaSource::Mic => Some(MediaFlag::Mic),
+                MediaSource::Camera => Some(MediaFlag::Camera),
+                MediaSource::Screen => None,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -477,6 +506,7 @@ pub async fn produce(
             transport_id: transport_id.to_string(),
             kind,
             app_data: app_data.clone(),
+            paused: false,
         },
     );
     if let Err(error) = update_room(
@@ -631,7 +661,9 @@ pub async fn set_preferred_layers(
     owned_consumer(app, caller, room_id, consumer_id)
 }
 
-/// `pauseProducer` / `resumeProducer`: the other participants hear of it.
+/// `pauseProducer` / `resumeProducer`: the other participants hear of it, and a mic or
+/// camera producer sets the owner's `isMuted` / `isVideoEnabled` (only when that changes;
+/// this path never pauses other producers, so the two directions cannot feed each other).
 pub async fn set_producer_paused(
     app: &App,
     caller: &Caller,
@@ -639,12 +671,65 @@ pub async fn set_producer_paused(
     producer_id: &str,
     paused: bool,
 ) -> AppResult<()> {
-    owned_producer(app, caller, room_id, producer_id)?;
+    let entry = owned_producer(app, caller, room_id, producer_id)?;
     let record = participant(app, caller, room_id).await?;
-    running(app)?
+    pause_in_media(&*running(app)?, app, room_id, producer_id, paused).await?;
+    announce_pause(app, &record, &caller.user_id, producer_id, paused).await;
+    let result = match entry.flag() {
+        None => Ok(()),
+        Some(MediaFlag::Mic) => {
+            crate::services::rooms::media_state_from_producer(
+                app,
+                &caller.user_id,
+                room_id,
+                Some(paused),
+                None,
+            )
+            .await
+        }
+        Some(MediaFlag::Camera) => {
+            crate::services::rooms::media_state_from_producer(
+                app,
+                &caller.user_id,
+                room_id,
+                None,
+                Some(!paused),
+            )
+            .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::warn!(%room_id, %producer_id, %error, "could not follow the producer in the media state");
+    }
+    Ok(())
+}
+
+/// Pauses or resumes in the worker; true when the producer's state changed.
+async fn pause_in_media(
+    media: &Media,
+    app: &App,
+    room_id: &str,
+    producer_id: &str,
+    paused: bool,
+) -> AppResult<bool> {
+    media
         .set_producer_paused(room_id, producer_id, paused)
         .await
         .map_err(media_error)?;
+    let mut registry = app.media.registry();
+    Ok(registry
+        .producers
+        .get_mut(producer_id)
+        .is_some_and(|p| std::mem::replace(&mut p.paused, paused) != paused))
+}
+
+async fn announce_pause(
+    app: &App,
+    record: &RoomRecord,
+    user_id: &str,
+    producer_id: &str,
+    paused: bool,
+) {
     let event = if paused {
         events::PRODUCER_PAUSED
     } else {
@@ -652,12 +737,56 @@ pub async fn set_producer_paused(
     };
     app.outbox
         .emit_to(
-            others(&record, &caller.user_id),
+            others(record, user_id),
             event,
-            json!({"producerId": producer_id, "userId": caller.user_id}),
+            json!({"producerId": producer_id, "userId": user_id}),
         )
         .await;
-    Ok(())
+}
+
+/// After `mediaStateChanged`: the participant's mic producers in the room pause when muted
+/// and resume when not, camera producers follow `isVideoEnabled`; only producers whose state
+/// changes are touched and announced (`producerPaused` / `producerResumed`). The room's
+/// media state is not written again from here, so nothing loops.
+pub async fn follow_media_state(
+    app: &App,
+    user_id: &str,
+    room_id: &str,
+    is_muted: bool,
+    is_video_enabled: bool,
+) {
+    let Some(media) = app.media.running() else {
+        return;
+    };
+    let changes: Vec<(String, bool)> = app
+        .media
+        .registry()
+        .producers
+        .iter()
+        .filter(|(_, p)| p.room_id == room_id && p.owner.user_id == user_id)
+        .filter_map(|(id, p)| {
+            let paused = match p.flag()? {
+                MediaFlag::Mic => is_muted,
+                MediaFlag::Camera => !is_video_enabled,
+            };
+            (p.paused != paused).then(|| (id.clone(), paused))
+        })
+        .collect();
+    if changes.is_empty() {
+        return;
+    }
+    let Ok(record) = room_record(app, room_id).await else {
+        return;
+    };
+    for (producer_id, paused) in changes {
+        match pause_in_media(&media, app, room_id, &producer_id, paused).await {
+            Ok(true) => announce_pause(app, &record, user_id, &producer_id, paused).await,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::debug!(%producer_id, %error, "could not follow the media state");
+            }
+        }
+    }
 }
 
 /// `closeProducer`: its consumers close too.

@@ -1217,9 +1217,62 @@ pub async fn media_state(
     is_muted: bool,
     is_video_enabled: bool,
 ) -> AppResult<()> {
+    set_media_state(
+        app,
+        user_id,
+        room_id,
+        Some(is_muted),
+        Some(is_video_enabled),
+    )
+    .await
+}
+
+/// A participant paused or resumed their mic or camera producer (docs/protocol.md §8):
+/// the flag it stands for follows, announced as for `mediaStateChanged`, but only when it
+/// actually changes. `None` leaves a flag as it is.
+pub async fn media_state_from_producer(
+    app: &App,
+    user_id: &str,
+    room_id: &str,
+    is_muted: Option<bool>,
+    is_video_enabled: Option<bool>,
+) -> AppResult<()> {
+    let Some(record) = record(app, room_id).await?.filter(|r| !r.is_ended()) else {
+        return Ok(());
+    };
+    let Some(p) = record.participant(user_id) else {
+        return Ok(());
+    };
+    let unchanged = is_muted.is_none_or(|m| m == p.is_muted)
+        && is_video_enabled.is_none_or(|v| v == p.is_video_enabled);
+    if unchanged {
+        return Ok(());
+    }
+    set_media_state(app, user_id, room_id, is_muted, is_video_enabled).await
+}
+
+/// Sets the given flags (the others as they are at the write) and tells the room.
+async fn set_media_state(
+    app: &App,
+    user_id: &str,
+    room_id: &str,
+    is_muted: Option<bool>,
+    is_video_enabled: Option<bool>,
+) -> AppResult<()> {
     let now = app.now();
     let (record, p) = transition(app, room_id, |cur| {
-        domain::media_state(cur, user_id, is_muted, is_video_enabled, now)
+        let current = cur
+            .as_ref()
+            .and_then(|r| r.participant(user_id))
+            .map(|p| (p.is_muted, p.is_video_enabled))
+            .unwrap_or_default();
+        domain::media_state(
+            cur,
+            user_id,
+            is_muted.unwrap_or(current.0),
+            is_video_enabled.unwrap_or(current.1),
+            now,
+        )
     })
     .await?;
     emit_room(
