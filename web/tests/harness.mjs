@@ -128,8 +128,13 @@ export async function expectVideoDecoding(page, selector, what) {
     },
     selector,
     { timeout: 20_000 },
-  ).catch((e) => {
-    throw new Error(`${what}: no decoded video frames (${e.message})`);
+  ).catch(async (e) => {
+    // Whether RTP arrives at all (a muted track has none) tells a media path from a decoding problem.
+    const tracks = await page
+      .locator(selector)
+      .evaluate((v) => (v.srcObject?.getVideoTracks?.() ?? []).map((t) => `${t.readyState}${t.muted ? ' muted' : ''}`).join(', '))
+      .catch(() => 'unknown');
+    throw new Error(`${what}: no decoded video frames (video tracks: ${tracks || 'none'}; ${e.message})`);
   });
   const first = await frames();
   await page.waitForFunction(
@@ -141,25 +146,4 @@ export async function expectVideoDecoding(page, selector, what) {
 
 export function toast(page, text) {
   return page.getByTestId('toast').filter({ hasText: text });
-}
-
-/**
- * Whether the server answers `event` at all (unknown events get no acknowledgement). Used
- * to skip, with the reason said, the scenarios of features that have not landed yet.
- */
-export async function serverAnswers(url, event, payload = {}) {
-  const { io } = await import('socket.io-client');
-  const socket = io(url, { auth: { userId: 'probe', name: 'Probe' }, transports: ['websocket'], reconnection: false });
-  try {
-    await new Promise((res, rej) => {
-      socket.once('connect', res);
-      socket.once('connect_error', rej);
-    });
-    await socket.timeout(2000).emitWithAck(event, payload);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    socket.close();
-  }
 }

@@ -115,9 +115,9 @@ async function openLocalMedia(video: boolean): Promise<MediaStream | null> {
 }
 
 /** Shows the room and starts its media (our producers, then everyone else's). */
-export async function enterRoom(room: Room) {
+export async function enterRoom(room: Room, callId?: string) {
   app().setOutgoingCall(null);
-  call().setCurrentCall({ kind: 'room', roomId: room.roomId, room });
+  call().setCurrentCall({ kind: 'room', roomId: room.roomId, room, ...(callId ? { callId } : {}) });
   call().setMessages(room.messages ?? []);
   for (const p of room.participants) {
     call().setPeerMedia(p.userId, { isMuted: p.isMuted, isVideoEnabled: p.isVideoEnabled });
@@ -151,21 +151,13 @@ async function startRoomMedia(room: Room, local: MediaStream | null) {
 // ---------------------------------------------------------------------------------------
 // Conversation calls (§7)
 
-/** Starts a call from a conversation: peer to peer for two people, a group room on the SFU for more. */
+/**
+ * Starts a call from a conversation (any size): it begins peer to peer, and the server moves
+ * it to the SFU when a third member joins (`call:mode-changed`).
+ */
 export async function startConversationCall(c: Conversation) {
   if (call().currentCall) {
     app().toast('warning', 'You are already in a call.');
-    return;
-  }
-  const others = c.memberIds.filter((id) => id !== me());
-  if (others.length >= 2) {
-    const names = app().names;
-    const roomName = c.name || others.map((id) => names[id] ?? id).join(', ');
-    try {
-      await createRoom(roomName, others);
-    } catch (err) {
-      app().toast('error', `Could not start the call: ${errorText(err)}`);
-    }
     return;
   }
   try {
@@ -199,8 +191,16 @@ export async function joinConversationCall(callId: string, conversationId: strin
       'call:join',
       { callId },
     );
+    // The join that brings a third person moves the call to the SFU: the ack says so (and
+    // `call:mode-changed`, which comes before it, is remembered in case the ack did not).
+    const roomId = (session.mode === 'sfu' && session.roomId) || sfuRoomsAnnounced.get(callId);
+    sfuRoomsAnnounced.delete(callId);
+    if (roomId) {
+      call().setCurrentCall({ kind: 'p2p', callId, conversationId, call: session });
+      await moveToSfu(callId, roomId);
+      return;
+    }
     enterConversationCall(callId, conversationId, session, iceServers, local);
-    if (session.mode === 'sfu' && session.roomId) await moveToSfu(session.roomId);
   } catch (err) {
     app().toast('error', `Could not join the call: ${errorText(err)}`);
     if (!call().currentCall) call().reset();
@@ -219,13 +219,25 @@ function enterConversationCall(
   peerService.start(callId, iceServers, local);
 }
 
-/** `call:mode-changed`: a third person joined, the call continues in an SFU room. */
-export async function moveToSfu(roomId: string) {
+/** `call:mode-changed` that arrived while our `call:join` was in flight, by call id. */
+const sfuRoomsAnnounced = new Map<string, string>();
+
+/** `call:mode-changed` for a call we are not (yet) shown in: kept for the join ack to use. */
+export function noteModeChange(callId: string, roomId: string) {
+  sfuRoomsAnnounced.set(callId, roomId);
+  // Only a join in flight reads it; drop it later so stale entries do not pile up.
+  setTimeout(() => sfuRoomsAnnounced.delete(callId), 60_000);
+}
+
+/** A third person joined: the call continues in an SFU room (§7 "SFU mode"). */
+export async function moveToSfu(callId: string, roomId: string) {
+  const c = call().currentCall;
+  if (c?.kind === 'room' && c.roomId === roomId) return; // already there
   peerService.stop();
   for (const userId of Object.keys(call().remote)) call().removeRemote(userId);
   try {
     const { room } = await socketService.request<{ room: Room }>('joinRoom', { roomId });
-    await enterRoom(room);
+    await enterRoom(room, callId);
   } catch (err) {
     app().toast('error', `Could not move the call to the media server: ${errorText(err)}`);
   }
@@ -356,7 +368,8 @@ export async function leaveCall() {
   teardown();
   if (!c) return;
   if (c.kind === 'room') await socketService.request('leaveRoom', { roomId: c.roomId }).catch(() => undefined);
-  else await socketService.request('call:leave', { callId: c.callId }).catch(() => undefined);
+  // The call stays the unit of membership once it is on the SFU: leave it as well.
+  if (c.callId) await socketService.request('call:leave', { callId: c.callId }).catch(() => undefined);
 }
 
 /** Ends the room for everyone (host, or anyone once hostless; either side of a direct call). */

@@ -240,8 +240,9 @@ export function registerEvents() {
     app().setLiveConversationCall(p.conversationId, p.callId);
     if (p.initiator !== me() && !call().currentCall) app().addConversationCallInvite(p);
   });
-  on('call:participant-joined', (p: { callId: string; participant: CallParticipant; iceServers?: [] }) => {
-    if (!inCall(p.callId)) return;
+  on('call:participant-joined', (p: { callId: string; participant: CallParticipant; mode?: string; iceServers?: [] }) => {
+    // On the SFU, media goes through the room (§8), not through offers of ours.
+    if (!inCall(p.callId) || p.mode === 'sfu') return;
     const userId = p.participant.userId ?? p.participant.anonymousId;
     if (p.participant.userId === me()) {
       // our own join (another device of ours answered elsewhere shows up too)
@@ -284,14 +285,16 @@ export function registerEvents() {
     );
   });
   on('call:mode-changed', (p: { callId: string; mode: 'sfu'; roomId: string }) => {
-    if (inCall(p.callId)) void calls.moveToSfu(p.roomId);
+    // The joiner gets this before its join ack, when it is not shown in the call yet.
+    if (inCall(p.callId)) void calls.moveToSfu(p.callId, p.roomId);
+    else calls.noteModeChange(p.callId, p.roomId);
   });
   on('call:ended', (p: { callId: string; duration?: number; endedBy?: string; reason?: string }) => {
     app().removeConversationCallInvite(p.callId);
     const live = Object.entries(app().liveConversationCalls).find(([, id]) => id === p.callId);
     if (live) app().setLiveConversationCall(live[0], null);
     const c = call().currentCall;
-    const mine = (c?.kind === 'p2p' && c.callId === p.callId) || false;
+    const mine = c?.callId === p.callId; // peer to peer, or its SFU room
     if (!mine) return;
     calls.teardown();
     const d = p.duration ? ` after ${formatDuration(p.duration)}` : '';
@@ -339,10 +342,12 @@ async function refreshAll(isReconnect: boolean) {
   if (c?.kind === 'room') {
     // Our transports belonged to the old socket: rejoin (within the reconnect window) and start media again.
     try {
+      // A conversation call on the SFU: resume our call participant too (the call ending ends the room).
+      if (c.callId) await socketService.request('call:join', { callId: c.callId });
       const { room } = await socketService.request<{ room: Room }>('joinRoom', { roomId: c.roomId });
       webrtcService.cleanup();
       for (const userId of Object.keys(call().remote)) call().removeRemote(userId);
-      await calls.enterRoom(room);
+      await calls.enterRoom(room, c.callId);
     } catch {
       calls.teardown();
       app().toast('warning', 'The call ended while you were disconnected.');

@@ -6,7 +6,8 @@ import type { CallSession, Reaction, Room, RoomMessage } from '../types';
 // direct call), or a conversation call relayed peer to peer (`call:*`).
 
 export type ActiveCall =
-  | { kind: 'room'; roomId: string; room: Room }
+  /** `callId`: the conversation call this room carries since it moved to the SFU (§7). */
+  | { kind: 'room'; roomId: string; room: Room; callId?: string }
   | { kind: 'p2p'; callId: string; conversationId: string; call: CallSession };
 
 export interface RemoteMedia {
