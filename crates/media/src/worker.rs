@@ -521,6 +521,15 @@ impl Worker {
             if c.paused {
                 continue;
             }
+            // Check the destination first: a keyframe that cannot be delivered yet must not
+            // end the consumer's wait, or its picture would start on a delta frame and stay
+            // broken until the next spontaneous keyframe.
+            let Some(dest) = self.transports.get_mut(&c.transport) else {
+                continue;
+            };
+            if !dest.connected {
+                continue;
+            }
             if c.waiting_keyframe {
                 if !keyframe {
                     want_keyframe = true;
@@ -534,12 +543,6 @@ impl Worker {
             else {
                 continue;
             };
-            let Some(dest) = self.transports.get_mut(&c.transport) else {
-                continue;
-            };
-            if !dest.connected {
-                continue;
-            }
             if let Some(stream) = dest.rtc.direct_api().stream_tx(&Ssrc::from(c.ssrc)) {
                 stream.write_rtp(
                     RtpWrite::new(

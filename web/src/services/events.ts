@@ -224,8 +224,12 @@ export function registerEvents() {
   );
 
   // SFU (§8)
+  // The server announces a producer to every participant from the moment their join is
+  // recorded, which can be before our join's ack has set the current room (and after the
+  // room snapshot in that ack was taken). Never drop it: consume() queues it until the
+  // room's transports exist.
   on('newProducer', (p: { producerId: string; userId: string }) => {
-    if (currentRoom() && p.userId !== me()) void webrtcService.consume(p.producerId, p.userId);
+    if (p.userId !== me()) void webrtcService.consume(p.producerId, p.userId);
   });
   on('producerClosed', (p: { producerId: string }) => webrtcService.closeByProducer(p.producerId));
   on('consumerClosed', (p: { consumerId: string }) => webrtcService.closeByConsumer(p.consumerId));

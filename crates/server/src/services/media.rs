@@ -315,7 +315,7 @@ async fn update_room(
     room_id: &str,
     user_id: &str,
     change: MediaIdChange,
-) -> AppResult<()> {
+) -> AppResult<Option<RoomRecord>> {
     update_record(app.store.as_ref(), &keys::room(room_id), |cur| {
         domain::media_ids(cur, user_id, &change).map(|r| Transition::Write(r, None))
     })
@@ -323,8 +323,7 @@ async fn update_room(
     .map_err(|e| match e {
         UpdateError::Rejected(e) => AppError::from(e),
         UpdateError::Store(e) => AppError::from(e),
-    })?;
-    Ok(())
+    })
 }
 
 /// The devices of the room's participants other than `user_id`.
@@ -509,7 +508,10 @@ pub async fn produce(
             paused: false,
         },
     );
-    if let Err(error) = update_room(
+    // Announce to the participants of the record that holds the producer: whoever joined
+    // before this write is told here, whoever joins after it finds the id in the room's
+    // `producerIds`. The participants read before the worker call could miss a joiner.
+    let recorded = match update_room(
         app,
         room_id,
         &caller.user_id,
@@ -517,11 +519,16 @@ pub async fn produce(
     )
     .await
     {
-        tracing::warn!(%room_id, %error, "could not record the producer in the room");
-    }
+        Ok(Some(updated)) => updated,
+        Ok(None) => record,
+        Err(error) => {
+            tracing::warn!(%room_id, %error, "could not record the producer in the room");
+            record
+        }
+    };
     app.outbox
         .emit_to(
-            others(&record, &caller.user_id),
+            others(&recorded, &caller.user_id),
             events::NEW_PRODUCER,
             json!({
                 "producerId": producer_id,
