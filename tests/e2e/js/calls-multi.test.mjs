@@ -9,15 +9,19 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
+  failed,
   http,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -28,29 +32,8 @@ import {
 const RING_SECS = 2;
 const T = { timeout: 120_000 };
 
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId }, { timeoutMs: 10_000 });
-  await waitForEvent(socket, 'session', { timeoutMs: 10_000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-function failed(ack, code, what) {
-  assert.equal(ack?.success, false, `${what}: expected ${code}, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  assert.equal(ack.code, code, `${what}: ${JSON.stringify(ack)}`);
-  return ack;
-}
-
 const ack = (socket, event, payload) => emitAck(socket, event, payload, 10_000);
 const forCall = (callId) => (d) => d?.callId === callId;
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
-}
 
 let skipReason = null;
 let backendError = null;

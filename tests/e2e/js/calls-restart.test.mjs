@@ -10,14 +10,16 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
   http,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -26,17 +28,6 @@ import {
 } from './helpers.mjs';
 
 const T = { timeout: 120_000 };
-
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId }, { timeoutMs: 10_000 });
-  await waitForEvent(socket, 'session', { timeoutMs: 10_000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
 
 const ack = (socket, event, payload) => emitAck(socket, event, payload, 10_000);
 const forCall = (callId) => (d) => d?.callId === callId;

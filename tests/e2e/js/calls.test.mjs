@@ -9,16 +9,21 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
+  expectNone,
+  failed,
   http,
   mintToken,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -30,34 +35,7 @@ const RING_SECS = 2;
 const SECRET = 'e2e-secret-calls-0123456789abcdef';
 const T = { timeout: 90_000 };
 
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId });
-  await waitForEvent(socket, 'session', { timeoutMs: 8000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-function failed(ack, code, what) {
-  assert.equal(ack?.success, false, `${what}: expected ${code}, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  assert.equal(ack.code, code, `${what}: ${JSON.stringify(ack)}`);
-  assert.equal(typeof ack.error, 'string', `${what}: error message`);
-  return ack;
-}
-
 const ack = (socket, event, payload) => emitAck(socket, event, payload, 10_000);
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
-}
-
-async function expectNone(socket, event, predicate = () => true, ms = 600) {
-  await sleep(ms);
-  assert.deepEqual(eventsOf(socket, event, predicate), [], `unexpected "${event}"`);
-}
 
 const forCall = (callId) => (d) => d?.callId === callId;
 
@@ -167,8 +145,8 @@ for (const backend of BACKENDS) describe(`direct calls (${backend.label}, dev mo
     const stop = await waitForEvent(phone, 'callCancelled', { predicate: forCall(callId) });
     assert.equal(stop.reason, 'answered_elsewhere');
     // The caller's other device and the answering device get neither.
-    await expectNone(a2, 'callAcceptedNew', forCall(callId), 300);
-    await expectNone(laptop, 'callCancelled', forCall(callId), 0);
+    await expectNone(a2, 'callAcceptedNew', { predicate: forCall(callId), ms: 300 });
+    await expectNone(laptop, 'callCancelled', { predicate: forCall(callId), ms: 0 });
     // A retry of the accept, from either device, is a lost race.
     failed(await ack(phone, 'acceptCallNew', { callId }), 'CONFLICT', 'second accept');
     failed(await ack(a1, 'cancelCall', { callId }), 'CONFLICT', 'cancel after accept');
@@ -179,7 +157,7 @@ for (const backend of BACKENDS) describe(`direct calls (${backend.label}, dev mo
     assert.equal(busy.canRetry, true);
     failed(await ack(sc, 'callUser', { callId: randomUUID(), targetUserId: a }), 'BUSY', 'busy caller side');
     // No timeout follows an accepted call.
-    await expectNone(a1, 'callTimeout', forCall(callId), RING_SECS * 1000 + 700);
+    await expectNone(a1, 'callTimeout', { predicate: forCall(callId), ms: RING_SECS * 1000 + 700 });
   }));
 
   test('OFFLINE, BUSY while ringing, CONFLICT on a reused callId', T, withStderr(srv, async () => {
@@ -285,7 +263,10 @@ for (const backend of BACKENDS) describe(`direct calls (${backend.label}, dev mo
     await waitForEvent(sb, 'callTimeout', { predicate: forCall(callId), timeoutMs: 2000 });
     assert.ok(Date.now() - started >= RING_SECS * 1000 - 100, 'not before the ring timeout');
     failed(await ack(sb, 'acceptCallNew', { callId }), 'CONFLICT', 'accept after timeout');
-    await expectNone(sa, 'callTimeout', (d) => d?.callId === callId && eventsOf(sa, 'callTimeout', forCall(callId)).length > 1, 500);
+    await expectNone(sa, 'callTimeout', {
+      predicate: (d) => d?.callId === callId && eventsOf(sa, 'callTimeout', forCall(callId)).length > 1,
+      ms: 500,
+    });
     assert.equal(eventsOf(sa, 'callTimeout', forCall(callId)).length, 1, 'exactly once');
     await eventually(async () => {
       const n = await http(`${server.url}/api/users/${b}/notifications`);

@@ -15,17 +15,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
-  DATABASE_URL,
-  REDIS_URL,
-  REQUIRE_BACKENDS,
   backendsSkipReason,
   closeAllSockets,
   connect,
   createTestDatabase,
+  DATABASE_URL,
+  dev,
   emitAck,
   eventually,
+  ok,
   pgCheck,
+  REDIS_URL,
   redisCleanup,
+  REQUIRE_BACKENDS,
   startServer,
   waitForDisconnect,
   waitForEvent,
@@ -50,17 +52,6 @@ const ENV = {
 };
 
 // ---------------------------------------------------------------------------
-
-async function dev(server, userId, name, deviceId) {
-  const socket = await connect(server.url, { userId, name, deviceId }, { timeoutMs: 20_000 });
-  await waitForEvent(socket, 'session', { timeoutMs: 20_000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
 
 /** The whole history, paging backwards with `before`, then checked against a forward walk with `after`. */
 async function fullHistory(socket, conversationId) {

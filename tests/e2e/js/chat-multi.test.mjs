@@ -9,14 +9,18 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
+  call,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -32,27 +36,8 @@ const T = { timeout: 120_000 };
 // ---------------------------------------------------------------------------
 // Local helpers.
 
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId }, { timeoutMs: 10_000 });
-  await waitForEvent(socket, 'session', { timeoutMs: 10_000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-async function call(socket, event, payload, what = event) {
-  return ok(await emitAck(socket, event, payload, 10_000), what);
-}
-
 async function send(socket, conversationId, content, extra = {}) {
   return (await call(socket, 'message:send', { conversationId, content, ...extra }, `message:send "${content}"`)).message;
-}
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
 }
 
 async function fullHistory(socket, conversationId, limit = 100) {

@@ -12,14 +12,20 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import {
-  REDIS_URL,
   backendsSkipReason,
+  call,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
+  expectNone,
+  failed,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -32,42 +38,6 @@ const T = { timeout: 90_000 };
 
 // ---------------------------------------------------------------------------
 // Local helpers.
-
-/** Dev-mode handshake, resolved once `session` arrived (the server's handlers are in place). */
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId });
-  await waitForEvent(socket, 'session', { timeoutMs: 8000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-function failed(ack, code, what) {
-  assert.equal(ack?.success, false, `${what}: expected ${code}, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  assert.equal(ack.code, code, `${what}: ${JSON.stringify(ack)}`);
-  assert.equal(typeof ack.error, 'string', `${what}: error message`);
-  return ack;
-}
-
-async function call(socket, event, payload, what = event, timeoutMs = 10_000) {
-  return ok(await emitAck(socket, event, payload, timeoutMs), what);
-}
-
-function eventsOf(socket, event, predicate = () => true, since = 0) {
-  return socket.received
-    .slice(since)
-    .filter((r) => r.event === event && predicate(...r.args))
-    .map((r) => r.args[0]);
-}
-
-async function expectNone(socket, event, predicate = () => true, { ms = 700, why = '' } = {}) {
-  if (ms > 0) await sleep(ms);
-  const got = eventsOf(socket, event, predicate);
-  assert.deepEqual(got, [], `unexpected "${event}" ${why}`);
-}
 
 const inConv = (conversationId) => (d) => d?.conversationId === conversationId || d?.message?.conversationId === conversationId;
 const msgId = (id) => (d) => d?.message?.id === id;
@@ -302,7 +272,7 @@ for (const backend of BACKENDS) describe(`chat on one instance (${backend.label}
       assert.deepEqual(list.map((x) => x.id), [c], 'no conversation was created');
       assert.equal(list[0].name, 'Invalids', 'not renamed');
       assert.deepEqual(sorted(list[0].memberIds), sorted([a, b]), 'members unchanged');
-      await expectNone(sb, 'typing', inConv(c), { ms: 300 });
+      await expectNone(sb, 'typing', { predicate: inConv(c), ms: 300 });
       assert.equal(eventsOf(sb, 'message:new', inConv(c)).length, 2, 'only the two valid messages were broadcast');
       sa.close();
       sb.close();
@@ -416,7 +386,7 @@ for (const backend of BACKENDS) describe(`chat on one instance (${backend.label}
         const u = await waitForEvent(s, 'conversation:updated', { predicate: convUpdated(g.id) });
         assert.equal(u.conversation.name, 'Team');
       }
-      await expectNone(s3, 'conversation:updated', convUpdated(g.id), { ms: 300, why: 'to a non-member' });
+      await expectNone(s3, 'conversation:updated', { predicate: convUpdated(g.id), ms: 300, why: 'to a non-member' });
 
       // A plain member may not manage the group; a stranger may not touch it at all.
       failed(await emitAck(s1, 'conversation:add-members', { conversationId: g.id, memberIds: [m3] }), 'FORBIDDEN', 'member adds');
@@ -461,9 +431,9 @@ for (const backend of BACKENDS) describe(`chat on one instance (${backend.label}
       const s2b = await dev(server, m2, 'Max', 'd2');
       const later = await send(so, g.id, 'later');
       await waitForEvent(s1, 'message:new', { predicate: msgId(later.id) });
-      await expectNone(s2, 'message:new', msgId(afterRemoval.id), { ms: 0, why: 'to the removed member' });
-      await expectNone(s2, 'message:new', msgId(later.id), { ms: 500, why: 'to the removed member' });
-      await expectNone(s2b, 'message:new', msgId(later.id), { ms: 0, why: "to the removed member's new device" });
+      await expectNone(s2, 'message:new', { predicate: msgId(afterRemoval.id), ms: 0, why: 'to the removed member' });
+      await expectNone(s2, 'message:new', { predicate: msgId(later.id), ms: 500, why: 'to the removed member' });
+      await expectNone(s2b, 'message:new', { predicate: msgId(later.id), ms: 0, why: "to the removed member's new device" });
 
       // Leave: {success}; the leaver hears conversation:updated and stops receiving.
       assert.deepEqual(await emitAck(s3, 'conversation:leave', { conversationId: g.id }), { success: true });
@@ -472,7 +442,7 @@ for (const backend of BACKENDS) describe(`chat on one instance (${backend.label}
       }
       const afterLeave = await send(so, g.id, 'bye Mo');
       await waitForEvent(s1, 'message:new', { predicate: msgId(afterLeave.id) });
-      await expectNone(s3, 'message:new', msgId(afterLeave.id), { ms: 500, why: 'to the member who left' });
+      await expectNone(s3, 'message:new', { predicate: msgId(afterLeave.id), ms: 500, why: 'to the member who left' });
       failed(await emitAck(s3, 'message:history', { conversationId: g.id }), 'FORBIDDEN', 'leaver reads');
 
       const listed = (await call(so, 'conversation:list', {})).conversations.find((x) => x.id === g.id);
@@ -831,8 +801,8 @@ for (const backend of BACKENDS) describe(`chat on one instance (${backend.label}
       await waitForEvent(sb1, 'unread:updated', { predicate: (x) => x?.conversationId === c2 && x.count === 1 });
       await send(sb1, c, 'from Udo');
       await waitForEvent(sd, 'unread:updated', { predicate: (x) => x?.conversationId === c && x.count === 4 });
-      await expectNone(sa, 'unread:updated', (x) => x?.conversationId === c && x.count > 1, { ms: 0 });
-      await expectNone(sb1, 'unread:updated', (x) => x?.conversationId === c && x.count === 4, { ms: 400, why: 'the sender\'s own message is not unread' });
+      await expectNone(sa, 'unread:updated', { predicate: (x) => x?.conversationId === c && x.count > 1, ms: 0 });
+      await expectNone(sb1, 'unread:updated', { predicate: (x) => x?.conversationId === c && x.count === 4, ms: 400, why: 'the sender\'s own message is not unread' });
 
       assert.deepEqual((await call(sb1, 'unread:get', {})).counts, { [c]: 3, [c2]: 1 });
       assert.deepEqual((await call(sa, 'unread:get', {})).counts, { [c]: 1 });
@@ -849,7 +819,7 @@ for (const backend of BACKENDS) describe(`chat on one instance (${backend.label}
         assert.ok(r.readAt >= t0 - 2000 && r.readAt <= Date.now() + 2000, 'readAt in ms');
       }
       for (const s of [sb1, sb2]) await waitForEvent(s, 'unread:updated', { predicate: (x) => x?.conversationId === c && x.count === 0 });
-      await expectNone(sd, 'unread:updated', (x) => x?.conversationId === c && x.count === 0, { ms: 300, why: "someone else's read" });
+      await expectNone(sd, 'unread:updated', { predicate: (x) => x?.conversationId === c && x.count === 0, ms: 300, why: "someone else's read" });
       assert.deepEqual((await call(sb1, 'unread:get', {})).counts, { [c2]: 1 }, 'only non-zero counts');
       assert.equal((await call(sb1, 'conversation:list', {})).conversations.find((x) => x.id === c)?.unreadCount, 0);
       assert.deepEqual((await call(sd, 'unread:get', {})).counts, { [c]: 4 }, "others' counts are untouched");

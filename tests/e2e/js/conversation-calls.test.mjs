@@ -12,14 +12,18 @@ import assert from 'node:assert/strict';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
   closeAllSockets,
   connect,
   createTestDatabase,
   emitAck,
+  eventsOf,
+  expectNone,
+  failed,
   mintToken,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -33,29 +37,8 @@ const SECRET = 'e2e-secret-convcalls-0123456789abcdef';
 const TURN_SECRET = 'e2e-turn-secret';
 const T = { timeout: 90_000 };
 
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-function failed(ack, code, what) {
-  assert.equal(ack?.success, false, `${what}: expected ${code}, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  assert.equal(ack.code, code, `${what}: ${JSON.stringify(ack)}`);
-  assert.equal(typeof ack.error, 'string', `${what}: error message`);
-  return ack;
-}
-
 const ack = (socket, event, payload) => emitAck(socket, event, payload, 10_000);
 const forCall = (callId) => (d) => d?.callId === callId;
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
-}
-
-async function expectNone(socket, event, predicate = () => true, ms = 500) {
-  await sleep(ms);
-  assert.deepEqual(eventsOf(socket, event, predicate), [], `unexpected "${event}"`);
-}
 
 /** A failed `call:*` ack also comes as `call:error {code, message, callId?}`. */
 async function failedWithCallError(socket, event, payload, code, callId) {
@@ -259,7 +242,7 @@ for (const backend of BACKENDS) describe(`conversation calls (${backend.label})`
     assert.equal(back.call.mode, 'sfu');
     assert.equal(back.call.roomId, roomId);
     ok(await ack(cat, 'call:leave', { callId }), 'cat leaves again');
-    await expectNone(ann, 'call:mode-changed', (d) => d?.callId === callId && d.roomId !== roomId, 200);
+    await expectNone(ann, 'call:mode-changed', { predicate: (d) => d?.callId === callId && d.roomId !== roomId, ms: 200 });
     assert.equal(eventsOf(bob, 'call:mode-changed', forCall(callId)).length, 1, 'one switch');
 
     // The call ends with its last participant, and its room with it.
@@ -342,7 +325,7 @@ for (const backend of BACKENDS) describe(`conversation calls (${backend.label})`
     const resumed = ok(await ack(back, 'call:join', { callId }), 'rejoin');
     assert.deepEqual(resumed.call.participants.filter((p) => p.userId === ids.bob).map((p) => p.id), [record]);
     await waitForEvent(ann, 'call:participant-joined', { predicate: forCall(callId) });
-    await expectNone(ann, 'call:participant-left', forCall(callId), (RECONNECT_SECS + 1) * 1000);
+    await expectNone(ann, 'call:participant-left', { predicate: forCall(callId), ms: (RECONNECT_SECS + 1) * 1000 });
     // Gone for good this time.
     back.disconnect();
     await waitForEvent(ann, 'call:participant-reconnecting', { predicate: forCall(callId) });

@@ -523,3 +523,52 @@ export async function eventually(fn, { timeoutMs = 3000, intervalMs = 100 } = {}
     }
   }
 }
+
+// ---------------------------------------------------------------------------
+// Shared test vocabulary: handshakes, ack checks and the recorded event log.
+
+/**
+ * Dev-mode handshake, resolved once `session` arrived (the server's handlers are in place).
+ * `deviceId: null` leaves the device id out of the handshake (the server picks one).
+ */
+export async function dev(server, userId, name, deviceId = 'd1', opts) {
+  const auth = deviceId === null ? { userId, name } : { userId, name, deviceId };
+  const socket = await connect(server.url, auth, opts);
+  await waitForEvent(socket, 'session', { timeoutMs: 8000 });
+  return socket;
+}
+
+/** Asserts a successful ack and returns it. */
+export function ok(ack, what) {
+  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
+  return ack;
+}
+
+/** Asserts a refusal `{success:false, code, error}` with this code and returns it. */
+export function failed(ack, code, what) {
+  assert.equal(ack?.success, false, `${what}: expected ${code}, got ${JSON.stringify(ack)?.slice(0, 400)}`);
+  assert.equal(ack.code, code, `${what}: ${JSON.stringify(ack)}`);
+  assert.equal(typeof ack.error, 'string', `${what}: error message`);
+  return ack;
+}
+
+/** Emits with an ack (10 s) and asserts it succeeded. */
+export async function call(socket, event, payload, what = event, timeoutMs = 10_000) {
+  return ok(await emitAck(socket, event, payload, timeoutMs), what);
+}
+
+/** The first arguments of the `event`s a socket received, from index `since` of its log. */
+export function eventsOf(socket, event, predicate = () => true, since = 0) {
+  return socket.received
+    .slice(since)
+    .filter((r) => r.event === event && predicate(...r.args))
+    .map((r) => r.args[0]);
+}
+
+/** Waits `ms`, then asserts the socket received none of `events` (one name or several). */
+export async function expectNone(socket, events, { ms = 700, since = 0, predicate = () => true, why = '' } = {}) {
+  if (ms > 0) await sleep(ms);
+  for (const event of [events].flat()) {
+    assert.deepEqual(eventsOf(socket, event, predicate, since), [], `unexpected "${event}" ${why}`);
+  }
+}

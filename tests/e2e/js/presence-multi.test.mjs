@@ -8,15 +8,17 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
   http,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -30,23 +32,12 @@ const PRESENCE_TTL_SECS = 2;
 // ---------------------------------------------------------------------------
 // Local helpers.
 
-/** Dev-mode handshake, resolved once `session` arrived (the server's handlers are in place). */
-async function dev(server, userId, name, deviceId) {
-  const socket = await connect(server.url, { userId, name, deviceId });
-  await waitForEvent(socket, 'session');
-  return socket;
-}
-
 async function setFriends(server, userId, friendIds) {
   const r = await http(`${server.url}/api/users/${encodeURIComponent(userId)}/friends`, {
     method: 'PUT',
     body: { friendIds },
   });
   assert.equal(r.status, 200, `PUT friends of ${userId}: ${r.text}`);
-}
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
 }
 
 const about = (userId) => (d) => d?.userId === userId;

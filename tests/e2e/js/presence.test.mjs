@@ -6,8 +6,11 @@ import { after, before, describe, test } from 'node:test';
 import {
   closeAllSockets,
   connect,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
+  expectNone,
   http,
   mintToken,
   randomId,
@@ -22,17 +25,6 @@ import {
 // Local helpers.
 
 const FRIEND_EVENTS = ['friend_online', 'friend_offline', 'friend_status', 'friend_in_call', 'friend_out_of_call'];
-
-/**
- * Dev-mode handshake. Resolves once the server's `session` event arrived, i.e. once the
- * server has installed the socket's event handlers (see the separate test of events sent
- * right after `connect`).
- */
-async function dev(server, userId, name, deviceId, opts) {
-  const socket = await connect(server.url, deviceId ? { userId, name, deviceId } : { userId, name }, opts);
-  await waitForEvent(socket, 'session');
-  return socket;
-}
 
 /** Token handshake, resolved once `session` arrived. */
 async function withToken(server, token) {
@@ -50,23 +42,6 @@ async function setFriends(server, userId, friendIds, headers = {}) {
   });
   assert.equal(r.status, 200, `PUT friends of ${userId}: ${r.text}`);
   assert.deepEqual(r.json, { userId, friendIds: [...friendIds].sort() }, 'PUT friends answer');
-}
-
-/** The first arguments of the events named `event` a socket received (from index `since`). */
-function eventsOf(socket, event, { since = 0, predicate = () => true } = {}) {
-  return socket.received
-    .slice(since)
-    .filter((r) => r.event === event && predicate(...r.args))
-    .map((r) => r.args[0]);
-}
-
-/** Waits `ms`, then asserts the socket received no such event (from index `since`). */
-async function expectNone(socket, events, { ms = 700, since = 0, predicate = () => true, why = '' } = {}) {
-  if (ms > 0) await sleep(ms);
-  for (const event of [events].flat()) {
-    const got = eventsOf(socket, event, { since, predicate });
-    assert.deepEqual(got, [], `unexpected "${event}" ${why}`);
-  }
 }
 
 const about = (userId) => (d) => d?.userId === userId;
@@ -297,14 +272,14 @@ describe('presence events (dev mode, public presence)', () => {
         assert.deepEqual(await emitAck(sa, 'presence:status', { status }), { success: true, status });
         await sleep(500);
         assert.equal(
-          eventsOf(sb, 'friend_status', { since: mark, predicate: about(a) }).length,
+          eventsOf(sb, 'friend_status', about(a), mark).length,
           1,
           `setting ${status} twice gives one friend_status`,
         );
       }
 
-      assert.equal(eventsOf(sb, 'friend_online', { predicate: about(a) }).length, 1, 'one friend_online');
-      assert.equal(eventsOf(sb, 'friend_status', { predicate: about(a) }).length, 3, 'one friend_status per change');
+      assert.equal(eventsOf(sb, 'friend_online', about(a)).length, 1, 'one friend_online');
+      assert.equal(eventsOf(sb, 'friend_status', about(a)).length, 3, 'one friend_status per change');
       await expectNone(sc, FRIEND_EVENTS, { ms: 0, why: 'for a non-friend (public mode shows lists, not friend events)' });
 
       sa.close();
@@ -312,7 +287,7 @@ describe('presence events (dev mode, public presence)', () => {
       assert.deepEqual(Object.keys(off).sort(), ['timestamp', 'userId']);
       assertTimestamp(off.timestamp, t0, 'friend_offline');
       await expectNone(sc, FRIEND_EVENTS, { ms: 500, why: 'for a non-friend (public mode shows lists, not friend events)' });
-      assert.equal(eventsOf(sb, 'friend_offline', { predicate: about(a) }).length, 1, 'one friend_offline');
+      assert.equal(eventsOf(sb, 'friend_offline', about(a)).length, 1, 'one friend_offline');
       sb.close();
       sc.close();
     }),
@@ -329,7 +304,7 @@ describe('presence events (dev mode, public presence)', () => {
       await waitForEvent(sb, 'friend_online', { predicate: about(a) });
       const laptop = await dev(server, a, 'Multi', 'laptop', { transports: ['polling'] });
       await sleep(600);
-      assert.equal(eventsOf(sb, 'friend_online', { predicate: about(a) }).length, 1, 'no friend_online for the second device');
+      assert.equal(eventsOf(sb, 'friend_online', about(a)).length, 1, 'no friend_online for the second device');
 
       let p = await presenceOf(sb, [a]);
       assert.equal(p[a]?.status, 'online');
@@ -357,7 +332,7 @@ describe('presence events (dev mode, public presence)', () => {
       assert.equal(typeof p[a].lastSeen, 'number', 'lastSeen stays after going offline');
       assert.ok(!(await onlineUsers(sb)).some((x) => x.userId === a), 'gone from the online list');
       await sleep(300);
-      assert.equal(eventsOf(sb, 'friend_offline', { predicate: about(a) }).length, 1, 'exactly one friend_offline');
+      assert.equal(eventsOf(sb, 'friend_offline', about(a)).length, 1, 'exactly one friend_offline');
       sb.close();
     }),
   );
@@ -654,7 +629,7 @@ describe('sessions and revocation (dev mode)', () => {
       const off = await waitForEvent(sb, 'friend_offline', { predicate: about(a), timeoutMs: 4000 });
       assertTimestamp(off.timestamp, t0, 'friend_offline');
       await sleep(300);
-      assert.equal(eventsOf(sb, 'friend_offline', { predicate: about(a) }).length, 1, 'exactly one friend_offline');
+      assert.equal(eventsOf(sb, 'friend_offline', about(a)).length, 1, 'exactly one friend_offline');
       sb.close();
     }),
   );

@@ -10,14 +10,18 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
+  call,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   http,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -28,25 +32,6 @@ import {
 const GRACE_SECS = 2;
 const PRESENCE_TTL_SECS = 3;
 const T = { timeout: 90_000 };
-
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId }, { timeoutMs: 10_000 });
-  await waitForEvent(socket, 'session', { timeoutMs: 10_000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-async function call(socket, event, payload, what = event) {
-  return ok(await emitAck(socket, event, payload, 10_000), what);
-}
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
-}
 
 const inRoom = (roomId) => (d) => d?.roomId === roomId;
 const listHas = (roomId, pred = () => true) => (d) => (d?.rooms ?? []).some((r) => r.roomId === roomId && pred(r));

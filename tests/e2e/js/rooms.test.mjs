@@ -10,15 +10,21 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
-  REDIS_URL,
   backendsSkipReason,
+  call,
   closeAllSockets,
   connect,
   createTestDatabase,
+  dev,
   emitAck,
+  eventsOf,
   eventually,
+  expectNone,
+  failed,
   http,
+  ok,
   randomId,
+  REDIS_URL,
   redisCleanup,
   sleep,
   startServer,
@@ -31,39 +37,8 @@ const RECONNECT_SECS = 3;
 const INVITE_SECS = 2;
 const T = { timeout: 60_000 };
 
-async function dev(server, userId, name, deviceId = 'd1') {
-  const socket = await connect(server.url, { userId, name, deviceId });
-  await waitForEvent(socket, 'session', { timeoutMs: 8000 });
-  return socket;
-}
-
-function ok(ack, what) {
-  assert.equal(ack?.success, true, `${what}: expected success, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  return ack;
-}
-
-function failed(ack, code, what) {
-  assert.equal(ack?.success, false, `${what}: expected ${code}, got ${JSON.stringify(ack)?.slice(0, 400)}`);
-  assert.equal(ack.code, code, `${what}: ${JSON.stringify(ack)}`);
-  assert.equal(typeof ack.error, 'string', `${what}: error message`);
-  return ack;
-}
-
-async function call(socket, event, payload, what = event) {
-  return ok(await emitAck(socket, event, payload, 10_000), what);
-}
-
 async function refused(socket, event, payload, code, what = `${event} ${JSON.stringify(payload)}`) {
   return failed(await emitAck(socket, event, payload, 10_000), code, what);
-}
-
-function eventsOf(socket, event, predicate = () => true) {
-  return socket.received.filter((r) => r.event === event && predicate(...r.args)).map((r) => r.args[0]);
-}
-
-async function expectNone(socket, event, predicate = () => true, ms = 600) {
-  await sleep(ms);
-  assert.deepEqual(eventsOf(socket, event, predicate), [], `unexpected "${event}"`);
 }
 
 const inRoom = (roomId) => (d) => d?.roomId === roomId;
@@ -298,7 +273,7 @@ for (const backend of BACKENDS) describe(`rooms on one instance (${backend.label
       assert.ok(!(await call(sz, 'getRooms', {})).rooms.some((r) => r.roomId === room.roomId));
       await refused(sz, 'joinRoom', { roomId: room.roomId }, 'FORBIDDEN');
       await refused(sz, 'acceptCall', { roomId: room.roomId }, 'FORBIDDEN');
-      await expectNone(sz, 'roomListUpdated', listHas(room.roomId), 0);
+      await expectNone(sz, 'roomListUpdated', { predicate: listHas(room.roomId), ms: 0 });
 
       const accepted = (await call(sb, 'acceptCall', { roomId: room.roomId })).room;
       assert.deepEqual(ids(accepted), [a, b].sort());
@@ -383,7 +358,7 @@ for (const backend of BACKENDS) describe(`rooms on one instance (${backend.label
       const back = (await call(sa, 'joinRoom', { roomId: room.roomId })).room;
       assert.equal(back.participants.find((p) => p.userId === a).socketId, sa.id);
       assert.deepEqual(await waitForEvent(sb, 'hostReconnected', { predicate: inRoom(room.roomId) }), { roomId: room.roomId, userId: a });
-      await expectNone(sb, 'roomHostless', inRoom(room.roomId), (GRACE_SECS + 1) * 1000);
+      await expectNone(sb, 'roomHostless', { predicate: inRoom(room.roomId), ms: (GRACE_SECS + 1) * 1000 });
       assert.equal((await http(`${server.url}/api/rooms/${room.roomId}`)).json.room.isHostless, false);
 
       // Gone for good this time.
@@ -414,7 +389,7 @@ for (const backend of BACKENDS) describe(`rooms on one instance (${backend.label
       await sleep(1000);
       sb = await dev(server, b, 'Ben');
       await call(sb, 'joinRoom', { roomId: room.roomId });
-      await expectNone(sa, 'callEnded', inRoom(room.roomId), (RECONNECT_SECS + 1) * 1000);
+      await expectNone(sa, 'callEnded', { predicate: inRoom(room.roomId), ms: (RECONNECT_SECS + 1) * 1000 });
       // A drop for good: the other side hears userLeft and callEnded after the window.
       sb.close();
       await sleep((RECONNECT_SECS - 1) * 1000);
