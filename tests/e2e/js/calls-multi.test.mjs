@@ -6,13 +6,10 @@
 // Skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
-import { randomBytes, randomUUID } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { randomUUID } from 'node:crypto';
+import { before, test } from 'node:test';
 import {
-  backendsSkipReason,
-  closeAllSockets,
-  connect,
-  createTestDatabase,
+  describeTwoInstances,
   dev,
   emitAck,
   eventsOf,
@@ -21,10 +18,7 @@ import {
   http,
   ok,
   randomId,
-  REDIS_URL,
-  redisCleanup,
   sleep,
-  startServer,
   waitForEvent,
   withStderr,
 } from './helpers.mjs';
@@ -35,43 +29,15 @@ const T = { timeout: 120_000 };
 const ack = (socket, event, payload) => emitAck(socket, event, payload, 10_000);
 const forCall = (callId) => (d) => d?.callId === callId;
 
-let skipReason = null;
-let backendError = null;
-try {
-  skipReason = await backendsSkipReason();
-} catch (e) {
-  backendError = e;
-}
-if (skipReason) console.log(`# skipping multi-instance call tests: ${skipReason}`);
+const ENV = {
+  SWITCHBOARD_TIMERS__RING_TIMEOUT_SECS: String(RING_SECS),
+  SWITCHBOARD_RATE_LIMITS__CALL__LIMIT: '100000',
+};
 
-if (skipReason) {
-  test('direct calls across two instances', { skip: `backends unavailable: ${skipReason}` }, () => {});
-} else describe(`direct calls across two instances (Redis + PostgreSQL, ring ${RING_SECS} s)`, () => {
+await describeTwoInstances(`direct calls across two instances (Redis + PostgreSQL, ring ${RING_SECS} s)`, { name: 'calls-multi', env: ENV }, (pair) => {
   let a;
   let b;
-  let db;
-  const prefix = `e2e-calls-${randomBytes(5).toString('hex')}:`;
-
-  before(async () => {
-    if (backendError) throw backendError;
-    db = await createTestDatabase();
-    const env = {
-      SWITCHBOARD_STORE__PREFIX: prefix,
-      SWITCHBOARD_TIMERS__RING_TIMEOUT_SECS: String(RING_SECS),
-      SWITCHBOARD_RATE_LIMITS__CALL__LIMIT: '100000',
-    };
-    const args = ['--redis-url', REDIS_URL, '--database-url', db.url];
-    // One after the other: both run the database migrations at start-up.
-    a = await startServer({ dev: true, env, args });
-    b = await startServer({ dev: true, env, args });
-  });
-
-  after(async () => {
-    closeAllSockets();
-    await Promise.allSettled([a?.stop(), b?.stop()]);
-    if (db) await db.drop().catch((e) => console.log(`# could not drop ${db.name}: ${e.message}`));
-    redisCleanup(prefix);
-  });
+  before(() => ({ a, b } = pair));
   const srv = () => [a, b];
 
   test('caller on A, callee devices on A and B: both ring, B answers, A hears it, the other device stops', T, withStderr(srv, async () => {

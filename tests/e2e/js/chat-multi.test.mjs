@@ -6,24 +6,18 @@
 // Skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { before, test } from 'node:test';
 import {
-  backendsSkipReason,
   call,
   closeAllSockets,
-  connect,
-  createTestDatabase,
+  describeTwoInstances,
   dev,
   emitAck,
   eventsOf,
   eventually,
   ok,
   randomId,
-  REDIS_URL,
-  redisCleanup,
   sleep,
-  startServer,
   waitForEvent,
   withStderr,
 } from './helpers.mjs';
@@ -58,44 +52,16 @@ const ids = (ms) => ms.map((m) => m.id);
 
 // ---------------------------------------------------------------------------
 
-let skipReason = null;
-let backendError = null;
-try {
-  skipReason = await backendsSkipReason();
-} catch (e) {
-  backendError = e;
-}
-if (skipReason) console.log(`# skipping multi-instance chat tests: ${skipReason}`);
+const ENV = {
+  SWITCHBOARD_TIMERS__TYPING_SECS: String(TYPING_SECS),
+  SWITCHBOARD_RATE_LIMITS__MESSAGE__LIMIT: String(RATE_LIMIT),
+  SWITCHBOARD_RATE_LIMITS__MESSAGE__WINDOW_SECS: String(RATE_WINDOW_SECS),
+};
 
-if (skipReason) {
-  test('chat across two instances', { skip: `backends unavailable: ${skipReason}` }, () => {});
-} else describe(`chat across two instances (Redis + PostgreSQL, typing ${TYPING_SECS} s, ${RATE_LIMIT} messages per ${RATE_WINDOW_SECS} s)`, () => {
+await describeTwoInstances(`chat across two instances (Redis + PostgreSQL, typing ${TYPING_SECS} s, ${RATE_LIMIT} messages per ${RATE_WINDOW_SECS} s)`, { name: 'chat-multi', env: ENV }, (pair) => {
   let a;
   let b;
-  let db;
-  const prefix = `e2e-chat-${randomBytes(5).toString('hex')}:`;
-
-  before(async () => {
-    if (backendError) throw backendError;
-    db = await createTestDatabase();
-    const env = {
-      SWITCHBOARD_STORE__PREFIX: prefix,
-      SWITCHBOARD_TIMERS__TYPING_SECS: String(TYPING_SECS),
-      SWITCHBOARD_RATE_LIMITS__MESSAGE__LIMIT: String(RATE_LIMIT),
-      SWITCHBOARD_RATE_LIMITS__MESSAGE__WINDOW_SECS: String(RATE_WINDOW_SECS),
-    };
-    const args = ['--redis-url', REDIS_URL, '--database-url', db.url];
-    // One after the other: both run the database migrations at start-up.
-    a = await startServer({ dev: true, env, args });
-    b = await startServer({ dev: true, env, args });
-  });
-
-  after(async () => {
-    closeAllSockets();
-    await Promise.allSettled([a?.stop(), b?.stop()]);
-    if (db) await db.drop().catch((e) => console.log(`# could not drop ${db.name}: ${e.message}`));
-    redisCleanup(prefix);
-  });
+  before(() => ({ a, b } = pair));
   const srv = () => [a, b];
 
   test(

@@ -16,6 +16,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Manager } from 'socket.io-client';
 import assert from 'node:assert/strict';
+import { after, before, describe } from 'node:test';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const BIN = process.env.SWITCHBOARD_BIN || join(REPO_ROOT, 'target', 'debug', 'switchboard');
@@ -571,4 +572,49 @@ export async function expectNone(socket, events, { ms = 700, since = 0, predicat
   for (const event of [events].flat()) {
     assert.deepEqual(eventsOf(socket, event, predicate, since), [], `unexpected "${event}" ${why}`);
   }
+}
+
+/**
+ * A describe() over two instances sharing Redis (under a fresh key prefix) and a fresh
+ * PostgreSQL database, or a skipped test when those backends are missing. The instances
+ * start in before(), one after the other (both run the migrations), and stop in after().
+ * Await it at the top level. `body(pair)` registers the tests; pair.a / pair.b (the
+ * servers), pair.db, pair.env and pair.args are set once before() ran.
+ */
+export async function describeTwoInstances(title, { name, env = {} }, body) {
+  const gate = await backendGate();
+  const pair = { prefix: `e2e-${name}-${randomBytes(5).toString('hex')}:` };
+  describe(title, { skip: gate.skip ? `backends unavailable: ${gate.skip}` : false }, () => {
+    before(async () => {
+      if (gate.error) throw gate.error;
+      pair.db = await createTestDatabase();
+      pair.env = { SWITCHBOARD_STORE__PREFIX: pair.prefix, ...env };
+      pair.args = ['--redis-url', REDIS_URL, '--database-url', pair.db.url];
+      pair.a = await startServer({ dev: true, env: pair.env, args: pair.args });
+      pair.b = await startServer({ dev: true, env: pair.env, args: pair.args });
+    });
+    after(async () => {
+      closeAllSockets();
+      await Promise.allSettled([pair.a?.stop(), pair.b?.stop()]);
+      if (pair.db) await pair.db.drop().catch((e) => console.log(`# could not drop ${pair.db.name}: ${e.message}`));
+      redisCleanup(pair.prefix);
+    });
+    body(pair);
+  });
+}
+
+/**
+ * Whether Redis + PostgreSQL are here (see backendsSkipReason), checked once per test file;
+ * a missing backend under SWITCHBOARD_REQUIRE_BACKENDS=1 fails the suite's before().
+ */
+let backendGateOnce;
+function backendGate() {
+  backendGateOnce ??= backendsSkipReason().then(
+    (skip) => {
+      if (skip) console.log(`# skipping the Redis + PostgreSQL suites: ${skip}`);
+      return { skip, error: null };
+    },
+    (error) => ({ skip: null, error }),
+  );
+  return backendGateOnce;
 }

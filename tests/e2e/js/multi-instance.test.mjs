@@ -2,60 +2,26 @@
 // Skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { before, test } from 'node:test';
 import {
   assertRefused,
-  REDIS_URL,
-  backendsSkipReason,
-  closeAllSockets,
   connect,
   connectError,
-  createTestDatabase,
+  describeTwoInstances,
   emitAck,
   eventually,
   http,
   randomId,
-  redisCleanup,
   sleep,
-  startServer,
   waitForDisconnect,
   waitForEvent,
   withStderr,
 } from './helpers.mjs';
 
-let skipReason = null;
-let backendError = null;
-try {
-  skipReason = await backendsSkipReason();
-} catch (e) {
-  backendError = e;
-}
-if (skipReason) console.log(`# skipping multi-instance tests: ${skipReason}`);
-
-if (skipReason) {
-  test('two instances sharing Redis and PostgreSQL', { skip: `backends unavailable: ${skipReason}` }, () => {});
-} else describe('two instances sharing Redis and PostgreSQL', () => {
+await describeTwoInstances('two instances sharing Redis and PostgreSQL', { name: 'mi', env: { SWITCHBOARD_AUTH__MAX_DEVICES_PER_USER: '2' } }, (pair) => {
   let a;
   let b;
-  let db;
-  const prefix = `e2e-mi-${randomBytes(5).toString('hex')}:`;
-
-  before(async () => {
-    if (backendError) throw backendError;
-    db = await createTestDatabase();
-    const env = { SWITCHBOARD_STORE__PREFIX: prefix, SWITCHBOARD_AUTH__MAX_DEVICES_PER_USER: '2' };
-    const args = ['--redis-url', REDIS_URL, '--database-url', db.url];
-    a = await startServer({ dev: true, env, args });
-    b = await startServer({ dev: true, env, args });
-  });
-
-  after(async () => {
-    closeAllSockets();
-    await Promise.allSettled([a?.stop(), b?.stop()]);
-    if (db) await db.drop().catch((e) => console.log(`# could not drop ${db.name}: ${e.message}`));
-    redisCleanup(prefix);
-  });
+  before(() => ({ a, b } = pair));
   const srv = () => [a, b];
 
   test(

@@ -5,23 +5,16 @@
 // Skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { before, test } from 'node:test';
 import {
-  backendsSkipReason,
-  closeAllSockets,
-  connect,
-  createTestDatabase,
+  describeTwoInstances,
   dev,
   emitAck,
   eventsOf,
   eventually,
   http,
   randomId,
-  REDIS_URL,
-  redisCleanup,
   sleep,
-  startServer,
   waitForDisconnect,
   waitForEvent,
   withStderr,
@@ -56,43 +49,15 @@ async function presenceOf(socket, userIds) {
 
 // ---------------------------------------------------------------------------
 
-let skipReason = null;
-let backendError = null;
-try {
-  skipReason = await backendsSkipReason();
-} catch (e) {
-  backendError = e;
-}
-if (skipReason) console.log(`# skipping multi-instance presence tests: ${skipReason}`);
+const ENV = {
+  SWITCHBOARD_PRESENCE__PUBLIC: 'false',
+  SWITCHBOARD_TIMERS__PRESENCE_TTL_SECS: String(PRESENCE_TTL_SECS),
+};
 
-if (skipReason) {
-  test('presence across two instances', { skip: `backends unavailable: ${skipReason}` }, () => {});
-} else describe('presence across two instances (Redis + PostgreSQL, presence TTL 2 s, friends-only)', () => {
+await describeTwoInstances('presence across two instances (Redis + PostgreSQL, presence TTL 2 s, friends-only)', { name: 'pm', env: ENV }, (pair) => {
   let a;
   let b;
-  let db;
-  const prefix = `e2e-pm-${randomBytes(5).toString('hex')}:`;
-
-  before(async () => {
-    if (backendError) throw backendError;
-    db = await createTestDatabase();
-    const env = {
-      SWITCHBOARD_STORE__PREFIX: prefix,
-      SWITCHBOARD_PRESENCE__PUBLIC: 'false',
-      SWITCHBOARD_TIMERS__PRESENCE_TTL_SECS: String(PRESENCE_TTL_SECS),
-    };
-    const args = ['--redis-url', REDIS_URL, '--database-url', db.url];
-    // One after the other: both run the database migrations at start-up.
-    a = await startServer({ dev: true, env, args });
-    b = await startServer({ dev: true, env, args });
-  });
-
-  after(async () => {
-    closeAllSockets();
-    await Promise.allSettled([a?.stop(), b?.stop()]);
-    if (db) await db.drop().catch((e) => console.log(`# could not drop ${db.name}: ${e.message}`));
-    redisCleanup(prefix);
-  });
+  before(() => ({ a, b } = pair));
   const srv = () => [a, b];
 
   test(

@@ -7,22 +7,16 @@
 // Skipped with a message when Redis or PostgreSQL is unreachable, unless
 // SWITCHBOARD_REQUIRE_BACKENDS=1, when it fails instead.
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { after, before, describe, test } from 'node:test';
+import { before, test } from 'node:test';
 import {
-  backendsSkipReason,
   call,
-  closeAllSockets,
-  connect,
-  createTestDatabase,
+  describeTwoInstances,
   dev,
   emitAck,
   eventsOf,
   http,
   ok,
   randomId,
-  REDIS_URL,
-  redisCleanup,
   sleep,
   startServer,
   waitForEvent,
@@ -37,48 +31,18 @@ const inRoom = (roomId) => (d) => d?.roomId === roomId;
 const listHas = (roomId, pred = () => true) => (d) => (d?.rooms ?? []).some((r) => r.roomId === roomId && pred(r));
 const ids = (room) => room.participants.map((p) => p.userId).sort();
 
-let skipReason = null;
-let backendError = null;
-try {
-  skipReason = await backendsSkipReason();
-} catch (e) {
-  backendError = e;
-}
-if (skipReason) console.log(`# skipping multi-instance rooms tests: ${skipReason}`);
+const ENV = {
+  SWITCHBOARD_TIMERS__HOST_GRACE_PERIOD_SECS: String(GRACE_SECS),
+  SWITCHBOARD_TIMERS__RECONNECT_WINDOW_SECS: '30',
+  SWITCHBOARD_RATE_LIMITS__ROOM_CREATE__LIMIT: '1000',
+  // A killed instance's users lapse after this (the reaper then treats them as gone).
+  SWITCHBOARD_TIMERS__PRESENCE_TTL_SECS: String(PRESENCE_TTL_SECS),
+};
 
-if (skipReason) {
-  test('rooms across two instances', { skip: `backends unavailable: ${skipReason}` }, () => {});
-} else describe(`rooms across two instances (Redis + PostgreSQL, grace ${GRACE_SECS} s)`, () => {
+await describeTwoInstances(`rooms across two instances (Redis + PostgreSQL, grace ${GRACE_SECS} s)`, { name: 'rooms-multi', env: ENV }, (pair) => {
   let a;
   let b;
-  let db;
-  let env;
-  let args;
-  const prefix = `e2e-rooms-multi-${randomBytes(5).toString('hex')}:`;
-
-  before(async () => {
-    if (backendError) throw backendError;
-    db = await createTestDatabase();
-    env = {
-      SWITCHBOARD_STORE__PREFIX: prefix,
-      SWITCHBOARD_TIMERS__HOST_GRACE_PERIOD_SECS: String(GRACE_SECS),
-      SWITCHBOARD_TIMERS__RECONNECT_WINDOW_SECS: '30',
-      SWITCHBOARD_RATE_LIMITS__ROOM_CREATE__LIMIT: '1000',
-      // A killed instance's users lapse after this (the reaper then treats them as gone).
-      SWITCHBOARD_TIMERS__PRESENCE_TTL_SECS: String(PRESENCE_TTL_SECS),
-    };
-    args = ['--redis-url', REDIS_URL, '--database-url', db.url];
-    // One after the other: both run the database migrations at start-up.
-    a = await startServer({ dev: true, env, args });
-    b = await startServer({ dev: true, env, args });
-  });
-
-  after(async () => {
-    closeAllSockets();
-    await Promise.allSettled([a?.stop(), b?.stop()]);
-    if (db) await db.drop().catch((e) => console.log(`# could not drop ${db.name}: ${e.message}`));
-    redisCleanup(prefix);
-  });
+  before(() => ({ a, b } = pair));
   const srv = () => [a, b];
 
   test(
@@ -171,7 +135,7 @@ if (skipReason) {
       // host gone, the grace period runs, then the room turns hostless.
       const limit = (PRESENCE_TTL_SECS + GRACE_SECS + 6) * 1000;
       await waitForEvent(sp, 'roomHostless', { predicate: inRoom(room.roomId), timeoutMs: limit });
-      a = await startServer({ dev: true, env, args });
+      a = pair.a = await startServer({ dev: true, env: pair.env, args: pair.args });
       const listed = (await http(`${a.url}/api/rooms/${room.roomId}`)).json.room;
       assert.equal(listed.isHostless, true);
       await call(sp, 'endCall', { roomId: room.roomId });
