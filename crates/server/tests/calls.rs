@@ -3,10 +3,9 @@
 //! while caller cancels, double accept, timeout while accepting), timeouts on the deadline
 //! queue, the request TTL, disconnect cleanup and the call history.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use switchboard_db::{Db, DbOptions};
 use switchboard_domain::devices::DeviceConnect;
 use switchboard_domain::time::{Clock, ManualClock};
@@ -15,81 +14,15 @@ use switchboard_protocol::events;
 use switchboard_server::app::{App, Backends, SharedApp};
 use switchboard_server::config::{Overrides, Settings};
 use switchboard_server::error::AppResult;
-use switchboard_server::outbox::{Outbox, rooms};
+use switchboard_server::outbox::rooms;
 use switchboard_server::services::calls::{self, Actor};
 use switchboard_server::services::{call_state, notifications, sessions, users};
 use switchboard_store::Timer;
 use switchboard_store::bus::MemoryBus;
 use switchboard_store::memory::MemoryStore;
 
-#[derive(Debug, Clone)]
-struct Sent {
-    rooms: Vec<String>,
-    except: Option<String>,
-    event: &'static str,
-    data: serde_json::Value,
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Sent>>);
-
-#[async_trait]
-impl Outbox for Recorder {
-    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value) {
-        self.0.lock().unwrap().push(Sent {
-            rooms,
-            except: None,
-            event,
-            data,
-        });
-    }
-    async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value) {
-        self.emit_to(vec![room], event, data).await;
-    }
-    async fn emit_except(
-        &self,
-        rooms: Vec<String>,
-        except: String,
-        event: &'static str,
-        data: serde_json::Value,
-    ) {
-        self.0.lock().unwrap().push(Sent {
-            rooms,
-            except: Some(except),
-            event,
-            data,
-        });
-    }
-    async fn join(&self, _room: String, _target: String) {}
-    async fn leave(&self, _room: String, _target: String) {}
-    async fn disconnect(&self, _room: String) {}
-    async fn close(&self) {}
-}
-
-impl Recorder {
-    fn events(&self, event: &str) -> Vec<Sent> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.event == event)
-            .cloned()
-            .collect()
-    }
-
-    /// Payloads of `event` sent to `room` (directly, not as an exception).
-    fn to_room(&self, room: &str, event: &str) -> Vec<serde_json::Value> {
-        self.events(event)
-            .into_iter()
-            .filter(|s| s.rooms.iter().any(|r| r == room))
-            .map(|s| s.data)
-            .collect()
-    }
-
-    fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
+mod support;
+use support::Recorder;
 
 struct Harness {
     app: SharedApp,

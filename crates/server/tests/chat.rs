@@ -2,10 +2,9 @@
 //! for Socket.IO: conversations, the group-commit writer, idempotency, rate limits, deletion
 //! visibility, unread counts across restarts, history paging, edits, reactions and typing.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use switchboard_db::{Db, DbOptions};
 use switchboard_domain::chat::ConversationType;
 use switchboard_domain::time::{Clock, ManualClock};
@@ -13,121 +12,13 @@ use switchboard_protocol::chat::Message;
 use switchboard_server::app::{App, Backends, SharedApp};
 use switchboard_server::config::{Overrides, RateLimit, Settings};
 use switchboard_server::error::{AppError, AppResult};
-use switchboard_server::outbox::Outbox;
 use switchboard_server::services::messages::{self, SendRequest};
 use switchboard_server::services::{conversations, notifications, typing, users};
 use switchboard_store::bus::MemoryBus;
 use switchboard_store::memory::MemoryStore;
 
-/// What the outbox was asked to do.
-#[derive(Debug, Clone)]
-enum Sent {
-    Emit {
-        rooms: Vec<String>,
-        except: Option<String>,
-        event: &'static str,
-        data: serde_json::Value,
-    },
-    Join(String, String),
-    Leave(String, String),
-}
-
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Sent>>);
-
-#[async_trait]
-impl Outbox for Recorder {
-    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value) {
-        self.0.lock().unwrap().push(Sent::Emit {
-            rooms,
-            except: None,
-            event,
-            data,
-        });
-    }
-    async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value) {
-        self.emit_to(vec![room], event, data).await;
-    }
-    async fn emit_except(
-        &self,
-        rooms: Vec<String>,
-        except: String,
-        event: &'static str,
-        data: serde_json::Value,
-    ) {
-        self.0.lock().unwrap().push(Sent::Emit {
-            rooms,
-            except: Some(except),
-            event,
-            data,
-        });
-    }
-    async fn join(&self, room: String, target: String) {
-        self.0.lock().unwrap().push(Sent::Join(room, target));
-    }
-    async fn leave(&self, room: String, target: String) {
-        self.0.lock().unwrap().push(Sent::Leave(room, target));
-    }
-    async fn disconnect(&self, _room: String) {}
-    async fn close(&self) {}
-}
-
-impl Recorder {
-    /// `(rooms, except, data)` of every emit of `event`.
-    fn events(&self, event: &str) -> Vec<(Vec<String>, Option<String>, serde_json::Value)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|s| match s {
-                Sent::Emit {
-                    rooms,
-                    except,
-                    event: e,
-                    data,
-                } if *e == event => Some((rooms.clone(), except.clone(), data.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The payloads of `event` sent to a room.
-    fn to_room(&self, room: &str, event: &str) -> Vec<serde_json::Value> {
-        self.events(event)
-            .into_iter()
-            .filter(|(rooms, _, _)| rooms.iter().any(|r| r == room))
-            .map(|(_, _, d)| d)
-            .collect()
-    }
-
-    fn joins(&self) -> Vec<(String, String)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|s| match s {
-                Sent::Join(a, b) => Some((a.clone(), b.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn leaves(&self) -> Vec<(String, String)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|s| match s {
-                Sent::Leave(a, b) => Some((a.clone(), b.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn clear(&self) {
-        self.0.lock().unwrap().clear();
-    }
-}
+mod support;
+use support::Recorder;
 
 struct Harness {
     app: SharedApp,
@@ -729,13 +620,13 @@ async fn typing_expires_through_the_deadline_queue_unless_refreshed_or_stopped()
     assert!(typing::start(&h.app, "alice", &conv).await.unwrap());
     let told = h.outbox.events("typing");
     assert_eq!(told.len(), 1);
-    assert_eq!(told[0].0, std::slice::from_ref(&room));
+    assert_eq!(told[0].rooms, std::slice::from_ref(&room));
     assert_eq!(
-        told[0].1.as_deref(),
+        told[0].except.as_deref(),
         Some("user:alice"),
         "not to the typist's devices"
     );
-    assert_eq!(told[0].2["isTyping"], true);
+    assert_eq!(told[0].data["isTyping"], true);
 
     // A refresh after 5 s pushes the expiry to 15 s.
     h.clock.advance(5_000);
@@ -751,8 +642,8 @@ async fn typing_expires_through_the_deadline_queue_unless_refreshed_or_stopped()
     h.outbox.clear();
     typing::expired(&h.app, &due[0]).await;
     let told = h.outbox.events("typing");
-    assert_eq!(told[0].2["isTyping"], false);
-    assert_eq!(told[0].2["userId"], "alice");
+    assert_eq!(told[0].data["isTyping"], false);
+    assert_eq!(told[0].data["userId"], "alice");
     h.app
         .store
         .timer_complete(&due[0].id, "test")

@@ -6,10 +6,9 @@
 //! Redis (skipped when Redis is unreachable, unless `SWITCHBOARD_REQUIRE_BACKENDS=1`); the
 //! Redis runs use two instances sharing the store.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 use switchboard_db::{CallOutcome, Db, DbOptions};
 use switchboard_domain::devices::DeviceConnect;
@@ -23,7 +22,7 @@ use switchboard_protocol::sfu::MediaKind;
 use switchboard_server::app::{App, Backends, SharedApp};
 use switchboard_server::config::{Overrides, Secret, Settings};
 use switchboard_server::error::AppResult;
-use switchboard_server::outbox::{Outbox, rooms};
+use switchboard_server::outbox::rooms;
 use switchboard_server::services::conversation_calls::{self as calls, Peer};
 use switchboard_server::services::rooms::{self as room_service, Entry, Party};
 use switchboard_server::services::{conversations, sessions, users};
@@ -31,60 +30,8 @@ use switchboard_store::StateStore;
 use switchboard_store::bus::MemoryBus;
 use switchboard_store::memory::MemoryStore;
 
-#[derive(Debug, Clone)]
-struct Sent {
-    rooms: Vec<String>,
-    event: &'static str,
-    data: Value,
-}
-
-#[derive(Default)]
-struct Recorder {
-    sent: Mutex<Vec<Sent>>,
-}
-
-#[async_trait]
-impl Outbox for Recorder {
-    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: Value) {
-        self.sent.lock().unwrap().push(Sent { rooms, event, data });
-    }
-    async fn emit_local(&self, room: String, event: &'static str, data: Value) {
-        self.emit_to(vec![room], event, data).await;
-    }
-    async fn emit_except(&self, rooms: Vec<String>, _: String, event: &'static str, data: Value) {
-        self.emit_to(rooms, event, data).await;
-    }
-    async fn join(&self, _room: String, _target: String) {}
-    async fn leave(&self, _room: String, _target: String) {}
-    async fn disconnect(&self, _room: String) {}
-    async fn close(&self) {}
-}
-
-impl Recorder {
-    /// Payloads of `event` sent to the Socket.IO room `room`.
-    fn to(&self, room: &str, event: &str) -> Vec<Value> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.event == event && s.rooms.iter().any(|r| r == room))
-            .map(|s| s.data.clone())
-            .collect()
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.event == event)
-            .count()
-    }
-
-    fn clear(&self) {
-        self.sent.lock().unwrap().clear();
-    }
-}
+mod support;
+use support::Recorder;
 
 const START: i64 = 1_800_000_000_000;
 
@@ -372,7 +319,7 @@ async fn status_machine_with_history(b: Backend) {
     assert_eq!(h.status(&call).await, CallStatus::Ringing);
     let initiated = h
         .outbox
-        .to(&rooms::conversation(&h.conv), events::CALL_INITIATED);
+        .to_room(&rooms::conversation(&h.conv), events::CALL_INITIATED);
     assert_eq!(initiated.len(), 1);
     assert_eq!(initiated[0]["initiator"], "ann");
     assert_eq!(initiated[0]["mode"], "p2p");
@@ -388,8 +335,12 @@ async fn status_machine_with_history(b: Backend) {
             .ends_with(":bob")
     );
     // Each participant hears the join with TURN credentials of their own.
-    let to_ann = h.outbox.to(&device("ann"), events::CALL_PARTICIPANT_JOINED);
-    let to_bob = h.outbox.to(&device("bob"), events::CALL_PARTICIPANT_JOINED);
+    let to_ann = h
+        .outbox
+        .to_room(&device("ann"), events::CALL_PARTICIPANT_JOINED);
+    let to_bob = h
+        .outbox
+        .to_room(&device("bob"), events::CALL_PARTICIPANT_JOINED);
     assert_eq!((to_ann.len(), to_bob.len()), (1, 1));
     assert_eq!(to_ann[0]["participant"]["userId"], "bob");
     let username = |v: &Value| v["iceServers"][1]["username"].as_str().unwrap().to_string();
@@ -404,7 +355,7 @@ async fn status_machine_with_history(b: Backend) {
     calls::toggle_media(&h.app, &peer("bob"), &call, MediaKind::Video, false)
         .await
         .unwrap();
-    let toggled = h.outbox.to(&device("ann"), events::CALL_MEDIA_TOGGLED);
+    let toggled = h.outbox.to_room(&device("ann"), events::CALL_MEDIA_TOGGLED);
     assert_eq!(toggled[0]["mediaType"], "video");
     assert_eq!(toggled[0]["enabled"], false);
     h.clock.advance(2_000);
@@ -437,14 +388,16 @@ async fn status_machine_with_history(b: Backend) {
         CallStatus::Active,
         "ann is still in it"
     );
-    let left = h.outbox.to(&device("ann"), events::CALL_PARTICIPANT_LEFT);
+    let left = h
+        .outbox
+        .to_room(&device("ann"), events::CALL_PARTICIPANT_LEFT);
     assert_eq!(left[0]["userId"], "bob");
     assert_eq!(left[0]["participantId"], to_ann[0]["participant"]["id"]);
     h.clock.advance(1_000);
     calls::leave(&h.other, &peer("ann"), &call).await.unwrap();
     let ended = h
         .outbox
-        .to(&rooms::conversation(&h.conv), events::CALL_ENDED);
+        .to_room(&rooms::conversation(&h.conv), events::CALL_ENDED);
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["duration"], 62, "from connectedAt");
     assert_eq!(ended[0]["endedBy"], "ann");
@@ -529,11 +482,14 @@ async fn nobody_joining_times_out_once_as_missed(b: Backend) {
     assert_eq!(h.status(&call).await, CallStatus::Ended);
     let ended = h
         .outbox
-        .to(&rooms::conversation(&h.conv), events::CALL_ENDED);
+        .to_room(&rooms::conversation(&h.conv), events::CALL_ENDED);
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["reason"], "timeout");
     assert_eq!(ended[0]["duration"], 0);
-    assert_eq!(h.outbox.to(&device("ann"), events::CALL_ENDED).len(), 1);
+    assert_eq!(
+        h.outbox.to_room(&device("ann"), events::CALL_ENDED).len(),
+        1
+    );
     let history = h.history(&call).await;
     assert_eq!(history.outcome, Some(CallOutcome::Missed));
     assert_eq!(history.end_reason.as_deref(), Some("timeout"));
@@ -566,11 +522,11 @@ async fn a_dropped_participant_resumes_or_leaves_after_the_window(b: Backend) {
         .unwrap();
     let reconnecting = h
         .outbox
-        .to(&device("ann"), events::CALL_PARTICIPANT_RECONNECTING);
+        .to_room(&device("ann"), events::CALL_PARTICIPANT_RECONNECTING);
     assert_eq!(reconnecting, [json!({"callId": call, "userId": "bob"})]);
     assert!(
         h.outbox
-            .to(&device("bob"), events::CALL_PARTICIPANT_RECONNECTING)
+            .to_room(&device("bob"), events::CALL_PARTICIPANT_RECONNECTING)
             .is_empty()
     );
     // A drop of a socket the participant does not use changes nothing.
@@ -599,11 +555,13 @@ async fn a_dropped_participant_resumes_or_leaves_after_the_window(b: Backend) {
     h.advance(59).await;
     assert!(
         h.outbox
-            .to(&device("ann"), events::CALL_PARTICIPANT_LEFT)
+            .to_room(&device("ann"), events::CALL_PARTICIPANT_LEFT)
             .is_empty()
     );
     h.advance(1).await;
-    let left = h.outbox.to(&device("ann"), events::CALL_PARTICIPANT_LEFT);
+    let left = h
+        .outbox
+        .to_room(&device("ann"), events::CALL_PARTICIPANT_LEFT);
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["participantId"], bob_record);
     assert_eq!(h.status(&call).await, CallStatus::Active);
@@ -702,7 +660,7 @@ async fn signals_go_only_between_participants(b: Backend) {
     h.signal("ann", &call, SignalType::Offer, "bob")
         .await
         .unwrap();
-    let offers = h.outbox.to(&device("bob"), events::CALL_SIGNAL);
+    let offers = h.outbox.to_room(&device("bob"), events::CALL_SIGNAL);
     assert_eq!(
         offers,
         [
@@ -711,11 +669,15 @@ async fn signals_go_only_between_participants(b: Backend) {
     );
     assert!(
         h.outbox
-            .to(&rooms::user("bob"), events::CALL_SIGNAL)
+            .to_room(&rooms::user("bob"), events::CALL_SIGNAL)
             .is_empty(),
         "not every device"
     );
-    assert!(h.outbox.to(&device("ann"), events::CALL_SIGNAL).is_empty());
+    assert!(
+        h.outbox
+            .to_room(&device("ann"), events::CALL_SIGNAL)
+            .is_empty()
+    );
     assert_eq!(
         code(h.signal("cat", &call, SignalType::Offer, "bob").await),
         "FORBIDDEN"
@@ -817,7 +779,9 @@ async fn guests_members_and_the_third_participant(b: Backend) {
     calls::leave(&h.app, &guest("anon-1", &h.conv), &call)
         .await
         .unwrap();
-    let left = h.outbox.to(&device("ann"), events::CALL_PARTICIPANT_LEFT);
+    let left = h
+        .outbox
+        .to_room(&device("ann"), events::CALL_PARTICIPANT_LEFT);
     assert_eq!(
         left.last().unwrap(),
         &json!({"callId": call, "participantId": record.id, "anonymousId": "anon-1"})
@@ -953,7 +917,9 @@ async fn a_third_participant_moves_the_call_to_an_sfu_room(b: Backend) {
     // the join ack).
     let heard: Vec<&str> = ["ann", "bob", "cat", "dan"]
         .into_iter()
-        .filter(|u| h.outbox.to(&device(u), events::CALL_MODE_CHANGED) == vec![changed.clone()])
+        .filter(|u| {
+            h.outbox.to_room(&device(u), events::CALL_MODE_CHANGED) == vec![changed.clone()]
+        })
         .collect();
     assert_eq!(heard.len(), 3, "{heard:?}");
     assert!(heard.contains(&"ann") && heard.contains(&"bob"));

@@ -1,60 +1,21 @@
 //! Presence services driven in simulated time, with a recording outbox standing in for
 //! Socket.IO: what friends are told under races and expiry.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use switchboard_db::{Db, DbOptions};
 use switchboard_domain::devices::DeviceConnect;
 use switchboard_domain::presence::UserStatus;
 use switchboard_domain::time::{Clock, ManualClock};
 use switchboard_server::app::{App, Backends, SharedApp};
 use switchboard_server::config::{Overrides, Settings};
-use switchboard_server::outbox::Outbox;
 use switchboard_server::services::{friends, presence, sessions};
 use switchboard_store::bus::MemoryBus;
 use switchboard_store::memory::MemoryStore;
 
-#[derive(Default)]
-struct Recorder(Mutex<Vec<(Vec<String>, &'static str, serde_json::Value)>>);
-
-#[async_trait]
-impl Outbox for Recorder {
-    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: serde_json::Value) {
-        self.0.lock().unwrap().push((rooms, event, data));
-    }
-    async fn emit_local(&self, room: String, event: &'static str, data: serde_json::Value) {
-        self.0.lock().unwrap().push((vec![room], event, data));
-    }
-    async fn emit_except(
-        &self,
-        rooms: Vec<String>,
-        _except: String,
-        event: &'static str,
-        data: serde_json::Value,
-    ) {
-        self.0.lock().unwrap().push((rooms, event, data));
-    }
-    async fn join(&self, _room: String, _target: String) {}
-    async fn leave(&self, _room: String, _target: String) {}
-    async fn disconnect(&self, _room: String) {}
-    async fn close(&self) {}
-}
-
-impl Recorder {
-    /// The events of `event` sent to `user`'s room.
-    fn to_user(&self, user: &str, event: &str) -> Vec<serde_json::Value> {
-        let room = format!("user:{user}");
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(rooms, e, _)| *e == event && rooms.contains(&room))
-            .map(|(_, _, d)| d.clone())
-            .collect()
-    }
-}
+mod support;
+use support::Recorder;
 
 struct Harness {
     app: SharedApp,

@@ -7,8 +7,8 @@
 //! yields (races really interleave), and one suite runs two instances on Redis in parallel
 //! threads (skipped when Redis is unreachable, unless `SWITCHBOARD_REQUIRE_BACKENDS=1`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,7 +20,6 @@ use switchboard_protocol::rooms::{CreateRoom, Room, RoomStatus, RoomType};
 use switchboard_server::app::{App, Backends, SharedApp};
 use switchboard_server::config::{Overrides, Settings};
 use switchboard_server::error::AppResult;
-use switchboard_server::outbox::Outbox;
 use switchboard_server::services::call_state::{self, Engagement};
 use switchboard_server::services::notifications::{self, Priority};
 use switchboard_server::services::rooms::{self, Entry, Party};
@@ -32,83 +31,8 @@ use switchboard_store::{
     StoreResult, Timer, Versioned,
 };
 
-#[derive(Debug, Clone)]
-struct Sent {
-    rooms: Vec<String>,
-    except: Option<String>,
-    event: &'static str,
-    data: Value,
-}
-
-#[derive(Default)]
-struct Recorder {
-    sent: Mutex<Vec<Sent>>,
-    joins: Mutex<Vec<(String, String)>>,
-}
-
-#[async_trait]
-impl Outbox for Recorder {
-    async fn emit_to(&self, rooms: Vec<String>, event: &'static str, data: Value) {
-        self.sent.lock().unwrap().push(Sent {
-            rooms,
-            except: None,
-            event,
-            data,
-        });
-    }
-    async fn emit_local(&self, room: String, event: &'static str, data: Value) {
-        self.emit_to(vec![room], event, data).await;
-    }
-    async fn emit_except(
-        &self,
-        rooms: Vec<String>,
-        except: String,
-        event: &'static str,
-        data: Value,
-    ) {
-        self.sent.lock().unwrap().push(Sent {
-            rooms,
-            except: Some(except),
-            event,
-            data,
-        });
-    }
-    async fn join(&self, room: String, target: String) {
-        self.joins.lock().unwrap().push((room, target));
-    }
-    async fn leave(&self, _room: String, _target: String) {}
-    async fn disconnect(&self, _room: String) {}
-    async fn close(&self) {}
-}
-
-impl Recorder {
-    fn all(&self, event: &str) -> Vec<Sent> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.event == event)
-            .cloned()
-            .collect()
-    }
-
-    /// Payloads of `event` sent to the Socket.IO room `room`.
-    fn to(&self, room: &str, event: &str) -> Vec<Value> {
-        self.all(event)
-            .into_iter()
-            .filter(|s| s.rooms.iter().any(|r| r == room))
-            .map(|s| s.data)
-            .collect()
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.all(event).len()
-    }
-
-    fn clear(&self) {
-        self.sent.lock().unwrap().clear();
-    }
-}
+mod support;
+use support::Recorder;
 
 /// The memory store with a yield before every operation, so that two operations started
 /// together (`tokio::join!`) really interleave at each store round trip, as they would on
@@ -695,7 +619,7 @@ async fn an_accepted_call_opens_a_direct_room_and_ending_it_writes_history() {
     assert_eq!(slot(&h, "ann").await, Some(in_room("call-1")));
     assert_eq!(slot(&h, "bob").await, Some(in_room("call-1")));
     assert!(h.in_call("ann").await && h.in_call("bob").await);
-    let joins = h.outbox.joins.lock().unwrap().clone();
+    let joins = h.outbox.joins();
     assert!(
         joins.contains(&("device:3:bob:dev-bob".into(), "room:call-1".into())),
         "{joins:?}"
@@ -717,7 +641,7 @@ async fn an_accepted_call_opens_a_direct_room_and_ending_it_writes_history() {
     h.clock.advance(42_000);
     // Either side ends a direct room.
     rooms::end(&h.app, "bob", "call-1").await.unwrap();
-    let ended = h.outbox.to("room:call-1", "callEnded");
+    let ended = h.outbox.to_room("room:call-1", "callEnded");
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["endedBy"], "bob");
     assert_eq!(slot(&h, "ann").await, None);
@@ -752,7 +676,9 @@ async fn two_leaves_at_once_lose_nobody() {
     let now = h.room(&room.room_id).await;
     assert_eq!(participants(&now), ["ann", "dan"]);
     assert_eq!(now.status, RoomStatus::Active);
-    let left: Vec<Value> = h.outbox.to(&format!("room:{}", room.room_id), "userLeft");
+    let left: Vec<Value> = h
+        .outbox
+        .to_room(&format!("room:{}", room.room_id), "userLeft");
     assert_eq!(left.len(), 2);
     assert_eq!(slot(&h, "bob").await, None);
     assert_eq!(slot(&h, "cat").await, None);
@@ -892,7 +818,7 @@ async fn a_host_back_in_time_is_restored_and_the_stale_timer_does_nothing() {
         .unwrap();
     let back = h
         .outbox
-        .to(&format!("room:{}", room.room_id), "hostReconnected");
+        .to_room(&format!("room:{}", room.room_id), "hostReconnected");
     assert_eq!(
         back,
         [serde_json::json!({"roomId": room.room_id, "userId": "ann"})]
@@ -921,7 +847,7 @@ async fn a_host_gone_past_the_grace_period_leaves_a_hostless_room_then_leaves_it
     h.advance(1).await;
     let hostless = h
         .outbox
-        .to(&format!("room:{}", room.room_id), "roomHostless");
+        .to_room(&format!("room:{}", room.room_id), "roomHostless");
     assert_eq!(hostless.len(), 1);
     assert!(h.room(&room.room_id).await.is_hostless);
     // Bob may end it now, but first the host's reconnect window runs out.
@@ -944,7 +870,9 @@ async fn without_hostless_mode_the_grace_expiry_ends_the_room() {
         .await
         .unwrap();
     h.advance(30).await;
-    let ended = h.outbox.to(&format!("room:{}", room.room_id), "callEnded");
+    let ended = h
+        .outbox
+        .to_room(&format!("room:{}", room.room_id), "callEnded");
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["reason"], "host_timeout");
     assert_eq!(slot(&h, "bob").await, None);
@@ -962,7 +890,7 @@ async fn a_dropped_side_of_a_direct_room_ends_it_after_the_reconnect_window() {
     h.advance(59).await;
     assert_eq!(h.outbox.count("callEnded"), 0);
     h.advance(1).await;
-    let ended = h.outbox.to("room:call-9", "callEnded");
+    let ended = h.outbox.to_room("room:call-9", "callEnded");
     assert_eq!(ended.len(), 1);
     assert_eq!(ended[0]["endedBy"], "server");
     assert_eq!(slot(&h, "ann").await, None);
@@ -997,7 +925,7 @@ async fn private_rooms_invite_and_invitations_expire() {
     let h = harness().await;
     let room = group(&h, "ann", &["bob", "cat"]).await;
     assert!(room.is_private);
-    let invite = h.outbox.to("user:bob", "incomingCall");
+    let invite = h.outbox.to_room("user:bob", "incomingCall");
     assert_eq!(
         invite,
         [
@@ -1031,7 +959,7 @@ async fn private_rooms_invite_and_invitations_expire() {
     assert_eq!(participants(&accepted), ["ann", "bob"]);
     let acc = h
         .outbox
-        .to(&format!("room:{}", room.room_id), "callAccepted");
+        .to_room(&format!("room:{}", room.room_id), "callAccepted");
     assert_eq!(
         acc,
         [serde_json::json!({"userId": "bob", "roomId": room.room_id})]
@@ -1042,13 +970,13 @@ async fn private_rooms_invite_and_invitations_expire() {
     assert!(rooms::list_for(&h.app, "zed").await.unwrap().is_empty());
     // Cat never answers: 60 s after the invitation it expires.
     h.advance(49).await;
-    assert!(h.outbox.to("user:cat", "invitationExpired").is_empty());
+    assert!(h.outbox.to_room("user:cat", "invitationExpired").is_empty());
     h.advance(1).await;
     assert_eq!(
-        h.outbox.to("user:cat", "invitationExpired"),
+        h.outbox.to_room("user:cat", "invitationExpired"),
         [serde_json::json!({"roomId": room.room_id})]
     );
-    assert!(h.outbox.to("user:bob", "invitationExpired").is_empty());
+    assert!(h.outbox.to_room("user:bob", "invitationExpired").is_empty());
     assert_eq!(
         code(rooms::enter(&h.app, &party("cat"), &room.room_id, Entry::Accept).await),
         "FORBIDDEN"
@@ -1079,7 +1007,7 @@ async fn a_declined_direct_room_ends_and_is_recorded_as_rejected() {
         .unwrap();
     let rejected = h
         .outbox
-        .to(&format!("room:{}", room.room_id), "callRejected");
+        .to_room(&format!("room:{}", room.room_id), "callRejected");
     assert_eq!(
         rejected,
         [serde_json::json!({"userId": "bob", "userName": "Bob", "roomId": room.room_id})]
@@ -1110,7 +1038,7 @@ async fn an_unanswered_direct_room_is_missed() {
     .await
     .unwrap();
     h.advance(60).await;
-    assert_eq!(h.outbox.to("user:bob", "invitationExpired").len(), 1);
+    assert_eq!(h.outbox.to_room("user:bob", "invitationExpired").len(), 1);
     let session = h.db.get_call_session(&room.room_id).await.unwrap().unwrap();
     assert_eq!(session.outcome, Some(CallOutcome::Missed));
     let (history, _) = h.db.call_history_for_user("bob", None, None).await.unwrap();
@@ -1156,7 +1084,7 @@ async fn only_the_host_ends_a_group_room_and_leaving_hands_it_over() {
     rooms::leave(&h.app, "ann", &room.room_id).await.unwrap();
     assert_eq!(
         h.outbox
-            .to(&format!("room:{}", room.room_id), "roomHostless")
+            .to_room(&format!("room:{}", room.room_id), "roomHostless")
             .len(),
         1
     );
@@ -1188,7 +1116,9 @@ async fn in_room_chat_resolves_replies_and_toggles_reactions() {
     assert_eq!(quoted.message_id, first.message_id);
     assert_eq!(quoted.user_name, "Ann");
     assert_eq!(quoted.content, "hello all");
-    let sent = h.outbox.to(&format!("room:{}", room.room_id), "newMessage");
+    let sent = h
+        .outbox
+        .to_room(&format!("room:{}", room.room_id), "newMessage");
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1]["replyTo"]["userName"], "Ann");
     assert_eq!(
@@ -1213,7 +1143,7 @@ async fn in_room_chat_resolves_replies_and_toggles_reactions() {
     assert_eq!(m.reactions[0].user_ids, ["ann"]);
     let updates = h
         .outbox
-        .to(&format!("room:{}", room.room_id), "messageReactionUpdated");
+        .to_room(&format!("room:{}", room.room_id), "messageReactionUpdated");
     assert_eq!(updates.len(), 3);
     assert_eq!(updates[2]["reactions"][0]["count"], 1);
     assert_eq!(
@@ -1228,7 +1158,7 @@ async fn media_state_reaches_the_room() {
     let h = harness().await;
     let room = group(&h, "ann", &[]).await;
     join(&h, "bob", &room.room_id).await.unwrap();
-    let joined = h.outbox.all("userJoined");
+    let joined = h.outbox.events("userJoined");
     assert_eq!(joined.len(), 1);
     assert_eq!(
         joined[0].except.as_deref(),
@@ -1243,7 +1173,7 @@ async fn media_state_reaches_the_room() {
     rooms::media_state(&h.app, "bob", &room.room_id, true, true)
         .await
         .unwrap();
-    let updates = h.outbox.to(
+    let updates = h.outbox.to_room(
         &format!("room:{}", room.room_id),
         "participantMediaStateUpdated",
     );
@@ -1272,27 +1202,27 @@ async fn media_state_reaches_the_room() {
 async fn the_room_list_shows_public_rooms_to_all_and_private_ones_to_invitees() {
     let h = harness().await;
     let public = group(&h, "ann", &[]).await;
-    let lobby = h.outbox.to("lobby", "roomListUpdated");
+    let lobby = h.outbox.to_room("lobby", "roomListUpdated");
     assert_eq!(lobby.len(), 1);
     assert_eq!(lobby[0]["rooms"][0]["roomId"], public.room_id);
     assert_eq!(lobby[0]["rooms"][0]["participantCount"], 1);
     h.outbox.clear();
     let private = group(&h, "cat", &["dan"]).await;
     assert!(
-        h.outbox.to("lobby", "roomListUpdated").is_empty(),
+        h.outbox.to_room("lobby", "roomListUpdated").is_empty(),
         "private rooms stay private"
     );
-    let dan = h.outbox.to("user:dan", "roomListUpdated");
+    let dan = h.outbox.to_room("user:dan", "roomListUpdated");
     assert_eq!(dan.len(), 1);
     assert_eq!(dan[0]["rooms"].as_array().unwrap().len(), 2);
-    assert!(h.outbox.to("user:zed", "roomListUpdated").is_empty());
+    assert!(h.outbox.to_room("user:zed", "roomListUpdated").is_empty());
     // A change to a public room: the lobby gets the public list, dan his fuller one after.
     h.outbox.clear();
     join(&h, "bob", &public.room_id).await.unwrap();
-    let lobby = h.outbox.to("lobby", "roomListUpdated");
+    let lobby = h.outbox.to_room("lobby", "roomListUpdated");
     assert_eq!(lobby[0]["rooms"].as_array().unwrap().len(), 1);
     assert_eq!(lobby[0]["rooms"][0]["participantCount"], 2);
-    let dan = h.outbox.to("user:dan", "roomListUpdated");
+    let dan = h.outbox.to_room("user:dan", "roomListUpdated");
     assert_eq!(dan[0]["rooms"].as_array().unwrap().len(), 2);
     let ids: Vec<String> = rooms::list_for(&h.app, "zed")
         .await
